@@ -1,0 +1,1 @@
+"""Hydra config groups of cotsweep (shipped as the package cotsweep.conf)."""

@@ -1,0 +1,169 @@
+"""Typed schemas for every config group, registered with Hydra's ConfigStore.
+
+A typo in an override (``model.dept=2``) or a value of the wrong type
+(``model.depth=two``) fails at composition, with Hydra's own message naming the
+key. Checks that a type cannot express (depth >= 1, heads divide width, the
+sequence fits the context) live in :func:`cotsweep.trial.validate`, which runs
+before any trial starts.
+
+The top-level keys are split by what they do to a trial's result:
+
+* ``task``, ``setting``, ``model``, ``train``, ``seed``: change the result, so
+  they make up the trial id;
+* ``run``, ``resources``, ``tracking``: where and how it runs and is watched;
+  they never change the result and are left out of the id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class Setting(str, Enum):
+    base = "base"  # answer only
+    cot = "cot"  # chain emitted after the input, then the answer
+    hint = "hint"  # chain as labels at the input positions, never read
+
+
+class PosEncoding(str, Enum):
+    learned = "learned"
+    sinusoidal = "sinusoidal"
+    rope = "rope"
+    none = "none"  # NoPE: the causal mask alone carries order
+
+
+# ---------------------------------------------------------------- tasks
+@dataclass
+class TaskConfig:
+    name: str = MISSING
+    length: int = 8  # n: number of input items
+
+
+# ---------------------------------------------------------------- model
+@dataclass
+class ModelConfig:
+    depth: int = 2
+    width: int = 128
+    heads: int = 4
+    mlp_ratio: int = 4
+    pos_encoding: PosEncoding = PosEncoding.learned
+    dropout: float = 0.0
+    # context length; 0 = exactly what the task needs
+    max_len: int = 0
+
+
+# ---------------------------------------------------------------- training
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.98
+    grad_clip: float = 1.0
+    eval_every: int = 250
+    eval_size: int = 1024
+    # stop once eval accuracy has held >= early_stop_acc for early_stop_patience evals;
+    # early_stop_acc <= 0 disables it
+    early_stop_acc: float = 0.0
+    early_stop_patience: int = 2
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
+
+
+# ---------------------------------------------------------------- run / resources / tracking
+@dataclass
+class RunConfig:
+    """Where and how a trial runs; never part of the trial id."""
+
+    out_dir: str = "runs/train"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    log_every: int = 50
+    checkpoint_every: int = 500
+    progress: bool = True
+
+
+@dataclass
+class ResourcesConfig:
+    # GPUs per trial: "auto" sizes a fraction from the model, or a number (0.25, 1, 4)
+    gpus: Any = "auto"
+    cpus: float = 1.0
+    # data-parallel workers (torch.distributed); the global batch is split between them
+    workers: int = 1
+    # Ray retries of a trial whose worker or node was lost
+    max_retries: int = 3
+    # attempts of a trial that raised, before it is marked failed
+    max_attempts: int = 2
+
+
+@dataclass
+class WandbConfig:
+    # auto: online when an API key is configured, otherwise offline
+    mode: str = "auto"  # auto | online | offline | disabled
+    project: str = "cotsweep"
+    entity: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TrackingConfig:
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+@dataclass
+class SweepInfo:
+    """Filled in by the sweep engine; never part of the trial id."""
+
+    name: str = ""
+    dir: str = ""
+
+
+@dataclass
+class TrialConfig:
+    task: Any = MISSING
+    model: ModelConfig = MISSING
+    train: TrainConfig = MISSING
+    setting: Setting = Setting.base
+    seed: int = 0
+    run: RunConfig = MISSING
+    resources: ResourcesConfig = MISSING
+    tracking: Any = MISSING
+    sweep: SweepInfo = field(default_factory=SweepInfo)
+
+
+# keys that never change a trial's result: left out of its id
+NON_RESULT_KEYS = ("run", "resources", "tracking", "sweep", "hydra")
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="trial_schema", node=TrialConfig)
+    from cotsweep.tasks import TASKS
+
+    for name, entry in TASKS.items():
+        cs.store(group="task", name=f"{name}_schema", node=entry.schema)
+    cs.store(group="model", name="model_schema", node=ModelConfig)
+    cs.store(group="train", name="train_schema", node=TrainConfig)
+    cs.store(group="run", name="run_schema", node=RunConfig)
+    cs.store(group="resources", name="resources_schema", node=ResourcesConfig)
+    cs.store(group="tracking", name="tracking_schema", node=TrackingConfig)
+
+
+def conf_dir() -> Path:
+    """The packaged primary config directory (``conf/`` at the repository top)."""
+    import cotsweep.conf
+
+    return Path(cotsweep.conf.__file__).parent
+
+
+def sweeps_dir() -> Path:
+    import cotsweep.sweeps
+
+    return Path(cotsweep.sweeps.__file__).parent

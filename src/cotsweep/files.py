@@ -1,0 +1,113 @@
+"""A trial's files: atomic writes, the metrics log, and their fixed names.
+
+Everything about a trial lives at fixed paths in its directory::
+
+    config.yaml      the resolved trial config
+    metrics.jsonl    one JSON object per line, each with an explicit "step"
+    result.json      final figures; its presence means the trial is done
+    ckpt/last.pt     the latest checkpoint (model, optimiser, scheduler, step, RNG)
+    heartbeat.json   step, time, host and pid of the live attempt
+    attempts.jsonl   one line per execution (host, pid, time): the attempt count
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+CONFIG, METRICS, RESULT, CKPT, HEARTBEAT, ATTEMPTS = (
+    "config.yaml",
+    "metrics.jsonl",
+    "result.json",
+    "ckpt/last.pt",
+    "heartbeat.json",
+    "attempts.jsonl",
+)
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write to a temporary file beside ``path``, fsync, then rename over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: Path) -> Any | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Every complete line; a torn last line (a crash mid-write) is dropped."""
+    rows = []
+    try:
+        with open(path) as f:
+            for line in f:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break
+    except FileNotFoundError:
+        pass
+    return rows
+
+
+class MetricsLog:
+    """Append-only metrics.jsonl; on resume, cut back to the checkpoint's step."""
+
+    def __init__(self, path: Path, resume_step: int | None = None):
+        self.path = Path(path)
+        if resume_step is not None:
+            keep = [r for r in read_jsonl(self.path) if r.get("step", 0) <= resume_step]
+            atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in keep))
+        elif self.path.exists():
+            self.path.unlink()
+        self._f = open(self.path, "a")
+
+    def write(self, step: int, metrics: dict) -> None:
+        self._f.write(json.dumps({"step": step, **metrics}) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def record_attempt(trial_dir: Path) -> int:
+    """Append this execution to attempts.jsonl; returns the attempt number (1-based)."""
+    path = Path(trial_dir) / ATTEMPTS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return count_attempts(trial_dir)
+
+
+def count_attempts(trial_dir: Path) -> int:
+    return len(read_jsonl(Path(trial_dir) / ATTEMPTS))
+
+
+def reset_attempts(trial_dirs: Iterable[Path]) -> None:
+    for d in trial_dirs:
+        (Path(d) / ATTEMPTS).unlink(missing_ok=True)

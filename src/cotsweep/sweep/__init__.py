@@ -1,0 +1,1 @@
+"""The sweep engine: grids, trial ids, the ledger, scheduling on Ray, resume."""

@@ -1,0 +1,403 @@
+"""One trial: validate, build, train, evaluate, checkpoint, report.
+
+The training step is a short loop. It never waits on the host: the loss is
+accumulated on the device and read only at log steps, and divergence is tracked
+on the device too (the first step with a non-finite loss), so a GPU step runs
+back to back. Checkpoints hold everything needed to continue — model,
+optimiser, scheduler, step, generator and RNG states — so a trial started again
+on its directory continues where it stopped, and on CPU reproduces the losses of
+an uninterrupted run exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig, OmegaConf
+
+from cotsweep import files
+from cotsweep.config import PosEncoding, Setting
+from cotsweep.model import GPT, GPTConfig
+from cotsweep.tasks import ConfigError, Task, make_task
+
+
+class Diverged(RuntimeError):
+    """The loss became NaN or infinite; retrying would diverge again."""
+
+    def __init__(self, step: int):
+        self.step = step
+        super().__init__(f"diverged at step {step}: the loss is not finite")
+
+
+class TrialInterrupted(RuntimeError):
+    """Stopped on request after checkpointing; the trial can continue later."""
+
+    def __init__(self, step: int):
+        self.step = step
+        super().__init__(f"interrupted at step {step} (checkpointed)")
+
+
+# ---------------------------------------------------------------- validation
+def validate(cfg: DictConfig) -> Task:
+    """Refuse a config that cannot run, naming the key; returns the built task."""
+    task = make_task(cfg.task, cfg.setting)
+    task.validate()
+    if not task.trains:
+        return task
+    m, t = cfg.model, cfg.train
+    checks = [
+        ("model.depth", m.depth, m.depth >= 1, "must be >= 1"),
+        ("model.width", m.width, m.width >= 1, "must be >= 1"),
+        ("model.heads", m.heads, m.heads >= 1 and m.width % m.heads == 0, f"must be >= 1 and divide model.width={m.width}"),
+        ("model.mlp_ratio", m.mlp_ratio, m.mlp_ratio >= 1, "must be >= 1"),
+        ("model.dropout", m.dropout, 0.0 <= m.dropout < 1.0, "must be in [0, 1)"),
+        ("train.steps", t.steps, t.steps >= 0, "must be >= 0"),
+        ("train.batch_size", t.batch_size, t.batch_size >= 1, "must be >= 1"),
+        ("train.lr", t.lr, t.lr > 0, "must be > 0"),
+        ("train.eval_every", t.eval_every, t.eval_every >= 1, "must be >= 1"),
+        ("train.eval_size", t.eval_size, t.eval_size >= 1, "must be >= 1"),
+        ("train.precision", t.precision, t.precision in ("auto", "bf16", "fp32"), "must be auto, bf16 or fp32"),
+        ("resources.workers", cfg.resources.workers, cfg.resources.workers >= 1, "must be >= 1"),
+        ("run.log_every", cfg.run.log_every, cfg.run.log_every >= 1, "must be >= 1"),
+        ("run.checkpoint_every", cfg.run.checkpoint_every, cfg.run.checkpoint_every >= 1, "must be >= 1"),
+    ]
+    for key, value, ok, why in checks:
+        if not ok:
+            raise ConfigError(key, value, why)
+    if PosEncoding(m.pos_encoding) == PosEncoding.rope and (m.width // m.heads) % 2:
+        raise ConfigError("model.pos_encoding", "rope", f"needs an even head size, got {m.width // m.heads}")
+    need = task.model_spec().seq_len
+    if m.max_len and m.max_len < need:
+        raise ConfigError(
+            "model.max_len", m.max_len, f"the {cfg.task.name} sequences of setting {Setting(cfg.setting).value} need {need} positions"
+        )
+    w = cfg.resources.workers
+    if t.batch_size % w:
+        raise ConfigError("train.batch_size", t.batch_size, f"must divide evenly among resources.workers={w}")
+    return task
+
+
+def build_model(cfg: DictConfig, task: Task) -> GPT:
+    spec, m = task.model_spec(), cfg.model
+    return GPT(
+        GPTConfig(
+            seq_len=max(m.max_len, spec.seq_len),
+            depth=m.depth,
+            width=m.width,
+            heads=m.heads,
+            mlp_ratio=m.mlp_ratio,
+            pos_encoding=PosEncoding(m.pos_encoding),
+            dropout=m.dropout,
+            vocab_size=spec.vocab_size,
+            in_dim=spec.in_dim,
+            out_dim=spec.out_dim,
+        )
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def lr_at(step: int, t: DictConfig) -> float:
+    """Linear warmup, then cosine decay to lr * min_lr_ratio (a multiplier of lr)."""
+    if step < t.warmup_steps:
+        return (step + 1) / t.warmup_steps
+    span = max(1, t.steps - t.warmup_steps)
+    progress = min(1.0, (step - t.warmup_steps) / span)
+    return t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def stream_seed(seed: int, stream: str) -> int:
+    """Independent seeds for the train and eval streams of one trial seed."""
+    return (seed * 1_000_003 + {"train": 17, "eval": 29, "init": 41}[stream]) % (2**63)
+
+
+# ---------------------------------------------------------------- stopping
+class StopSignal:
+    """Asks a running trial to checkpoint and stop: a flag, or a stop file (checked at most once a second)."""
+
+    def __init__(self, stop_file: Path | None = None):
+        self.stop_file = Path(stop_file) if stop_file else None
+        self._flag = False
+        self._checked = 0.0
+
+    def set(self) -> None:
+        self._flag = True
+
+    def __call__(self) -> bool:
+        if self._flag:
+            return True
+        now = time.monotonic()
+        if self.stop_file is not None and now - self._checked > 1.0:
+            self._checked = now
+            self._flag = self.stop_file.exists()
+        return self._flag
+
+
+@dataclass
+class DistContext:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+# ---------------------------------------------------------------- the trial
+def run_trial(
+    cfg: DictConfig,
+    out_dir: Path | str | None = None,
+    *,
+    should_stop: Callable[[], bool] | None = None,
+    dist_ctx: DistContext | None = None,
+    tracker: Any = None,
+    progress: Callable[[int, int, dict], None] | None = None,
+) -> dict:
+    """Train and evaluate one trial into ``out_dir``; return its result.
+
+    Raises ConfigError before touching ``out_dir`` if the config cannot run,
+    Diverged on a non-finite loss (checkpoints before it stay), and
+    TrialInterrupted after checkpointing when ``should_stop`` turns true.
+    """
+    task = validate(cfg)
+    out = Path(out_dir or cfg.run.out_dir)
+    dctx = dist_ctx or DistContext()
+    resolved = OmegaConf.to_yaml(cfg, resolve=True)
+    existing = out / files.CONFIG
+    if existing.exists() and not _same_trial(existing, cfg):
+        raise ConfigError("run.out_dir", str(out), "holds a different trial; choose another directory")
+    done = files.read_json(out / files.RESULT)
+    if done is not None:
+        return done
+    if dctx.is_main:
+        files.atomic_write(existing, resolved)
+    if not task.trains:
+        return _run_simulation(cfg, task, out, dctx)
+    return _train(cfg, task, out, dctx, should_stop or (lambda: False), tracker, progress)
+
+
+def _same_trial(path: Path, cfg: DictConfig) -> bool:
+    from cotsweep.sweep.ids import trial_id
+
+    return trial_id(OmegaConf.load(path)) == trial_id(cfg)
+
+
+def _run_simulation(cfg, task, out: Path, dctx: DistContext) -> dict:
+    t0 = time.time()
+    result = task.simulate()
+    result.update(wall_time_s=time.time() - t0, stop_reason="completed", device="cpu")
+    if dctx.is_main:
+        files.write_json(out / files.RESULT, _with_axes(cfg, result))
+    return result
+
+
+def _with_axes(cfg: DictConfig, result: dict) -> dict:
+    from cotsweep.sweep.ids import trial_id
+
+    return {
+        "trial_id": trial_id(cfg),
+        "task": cfg.task.name,
+        "setting": Setting(cfg.setting).value,
+        "depth": cfg.model.depth,
+        "length": cfg.task.length,
+        "seed": cfg.seed,
+        **result,
+    }
+
+
+def _train(cfg, task: Task, out: Path, dctx: DistContext, should_stop, tracker, progress) -> dict:
+    t, run = cfg.train, cfg.run
+    device = resolve_device(run.device)
+    if device.type == "cuda" and dctx.world > 1:
+        device = torch.device("cuda", torch.cuda.current_device())
+    torch.manual_seed(stream_seed(cfg.seed, "init"))  # initial weights (and dropout) from the trial seed
+    model = build_model(cfg, task).to(device)
+    net: torch.nn.Module = model
+    if dctx.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    bf16 = t.precision == "bf16" or (t.precision == "auto" and device.type == "cuda")
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), weight_decay=t.weight_decay, fused=device.type == "cuda"
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, t))
+    gen = torch.Generator(device=device).manual_seed(stream_seed(cfg.seed, "train"))
+
+    state = {"step": 0, "tokens": 0, "wall": 0.0, "streak": 0, "eval": {}}
+    ckpt_path = out / files.CKPT
+    resume_step = None
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        sched.load_state_dict(ck["sched"])
+        gen.set_state(ck["gen"].cpu())
+        torch.set_rng_state(ck["rng_cpu"].cpu())
+        if device.type == "cuda" and ck.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(ck["rng_cuda"].cpu())
+        state = ck["state"]
+        resume_step = state["step"]
+    log = files.MetricsLog(out / files.METRICS, resume_step) if dctx.is_main else None
+    if tracker is not None and dctx.is_main:
+        tracker.start(resume_step)
+
+    def checkpoint() -> None:
+        if not dctx.is_main:
+            return
+        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ckpt_path.with_suffix(".tmp")
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "opt": opt.state_dict(),
+                "sched": sched.state_dict(),
+                "gen": gen.get_state(),
+                "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+                "state": state,
+            },
+            tmp,
+        )
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, ckpt_path)
+
+    def emit(step: int, metrics: dict) -> None:
+        log.write(step, metrics)
+        if tracker is not None:
+            tracker.log(metrics, step)
+
+    def evaluate(step: int) -> dict:
+        model.eval()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            egen = torch.Generator(device=device).manual_seed(stream_seed(cfg.seed, "eval"))
+            ev = task.evaluate(model, t.eval_size, egen, device)
+        model.train()
+        ev = {f"eval/{k}": v for k, v in ev.items()}
+        emit(step, ev)
+        return ev
+
+    per_rank = t.batch_size // dctx.world
+    shard = slice(dctx.rank * per_rank, (dctx.rank + 1) * per_rank)
+    seq_tokens = task.model_spec().seq_len
+    flops_tok = model.flops_per_token(seq_tokens)
+    loss_sum = torch.zeros((), device=device)
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    n_loss, stop_reason = 0, "completed"
+    t_log, step_log = time.perf_counter(), state["step"]
+    wall_start = time.perf_counter() - state["wall"]
+    last_beat = 0.0
+    model.train()
+
+    def check_finite() -> None:
+        bad = int(first_bad.item())
+        if bad >= 0:
+            raise Diverged(bad)
+
+    step = state["step"]
+    try:
+        while step < t.steps:
+            step += 1
+            batch = task.train_batch(t.batch_size, gen, device, step)
+            x, y = batch.x[shard], batch.y[shard]
+            mask = batch.mask[shard] if batch.mask is not None else None
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = net(x)
+            loss = task.loss(logits, type(batch)(x=x, y=y, mask=mask))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if t.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+            opt.step()
+            sched.step()
+            ld = loss.detach()
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(ld), step, first_bad)
+            loss_sum += ld
+            n_loss += 1
+            state["tokens"] += batch.tokens
+            state["step"] = step
+
+            last = step == t.steps
+            if step % run.log_every == 0 or last:
+                check_finite()
+                now = time.perf_counter()
+                if dctx.is_main:
+                    tps = (step - step_log) * batch.tokens / max(now - t_log, 1e-9)
+                    emit(step, {"train/loss": loss_sum.item() / n_loss, "train/lr": sched.get_last_lr()[0], "perf/tokens_per_s": tps})
+                loss_sum.zero_()
+                n_loss, t_log, step_log = 0, now, step
+            stop_now = False
+            if step % t.eval_every == 0 or last:
+                if dctx.is_main:
+                    ev = evaluate(step)
+                    state["eval"] = ev
+                    held = t.early_stop_acc > 0 and ev["eval/acc"] >= t.early_stop_acc
+                    state["streak"] = state["streak"] + 1 if held else 0
+                    stop_now = held and state["streak"] >= t.early_stop_patience
+                stop_now = _agree(stop_now, dctx, device)
+            interrupt = _agree(should_stop(), dctx, device) if (dctx.world == 1 or step % run.log_every == 0) else False
+            if step % run.checkpoint_every == 0 or last or stop_now or interrupt:
+                check_finite()
+                state["wall"] = time.perf_counter() - wall_start
+                checkpoint()
+            if dctx.is_main and (time.monotonic() - last_beat > 5 or last):
+                last_beat = time.monotonic()
+                files.write_json(out / files.HEARTBEAT, {"step": step, "time": time.time(), "host": socket.gethostname(), "pid": os.getpid()})
+            if progress is not None and dctx.is_main:
+                progress(step, t.steps, state["eval"])
+            if stop_now:
+                stop_reason = "early_stop"
+                break
+            if interrupt:
+                raise TrialInterrupted(step)
+    finally:
+        if log is not None:
+            log.close()
+
+    if not state["eval"] and dctx.is_main:  # zero steps: still evaluate the initial model
+        state["eval"] = evaluate(step)
+    wall = time.perf_counter() - wall_start
+    ev = state["eval"]
+    result = {
+        "acc": ev.get("eval/acc"),
+        "chain_acc": ev.get("eval/chain_acc"),
+        "chain_acc_per_step": ev.get("eval/chain_acc_per_step"),
+        "eval": {k.removeprefix("eval/"): v for k, v in ev.items()},
+        "chance": task.chance(),
+        "steps": step,
+        "wall_time_s": wall,
+        "tokens_seen": state["tokens"],
+        "tokens_per_s": state["tokens"] / max(wall, 1e-9),
+        "params": model.num_params(),
+        "flops": flops_tok * state["tokens"],
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "world_size": dctx.world,
+        "stop_reason": stop_reason,
+    }
+    result = _with_axes(cfg, result)
+    if dctx.is_main:
+        files.write_json(out / files.RESULT, result)
+        if tracker is not None:
+            tracker.summary(result)
+    return result
+
+
+def _agree(flag: bool, dctx: DistContext, device: torch.device) -> bool:
+    """True on every rank if it is true on any (one collective when data-parallel)."""
+    if dctx.world == 1:
+        return bool(flag)
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)

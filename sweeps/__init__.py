@@ -1,0 +1,1 @@
+"""The named studies (shipped as the package cotsweep.sweeps)."""
