@@ -139,10 +139,146 @@ def cmd_tasks_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- sweeps
+def _driver_kw(args: argparse.Namespace) -> dict:
+    return {"address": args.address, "max_concurrent": args.max_concurrent, "progress": not args.no_progress}
+
+
+def _finish(out, args: argparse.Namespace) -> int:
+    """Summary, report, exit code: 0 only if every trial is done."""
+    c = out.counts
+    console.print(
+        f"sweep {out.dir}: {c['done']} done, {c['failed']} failed, {c['pending'] + c['running']} unfinished "
+        f"of {sum(c.values())} (ran {out.ran} this time)"
+    )
+    for f in out.failures[:20]:
+        console.print(f"  [red]failed[/] {f['id']} ({f['kind']}) {' '.join(f['overrides'])}: {f['error']}")
+    if out.interrupted:
+        console.print(f"interrupted; continue with: cotsweep resume {out.dir}")
+        return EXIT_INTERRUPTED
+    if not getattr(args, "no_report", False) and c["done"]:
+        write_report(out.dir)
+    return 0 if out.ok else EXIT_FAILED
+
+
+def write_report(sweep_dir: Path) -> None:
+    from cotsweep.report import build_report
+
+    path = build_report(sweep_dir)
+    console.print(f"report: {path}")
+
+
+def _sweep_errors():
+    from cotsweep.compose import UnknownSweep
+    from cotsweep.sweep.engine import SweepBusy
+    from cotsweep.sweep.grid import GridError
+
+    return (UnknownSweep, SweepBusy, GridError, FileNotFoundError)
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    from cotsweep.sweep.engine import launch
+
+    try:
+        out = launch(args.sweep, args.overrides, Path(args.dir) if args.dir else None, **_driver_kw(args))
+    except _sweep_errors() as e:
+        raise BadInput(str(e)) from e
+    return _finish(out, args)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from cotsweep.sweep.engine import resume
+
+    try:
+        out = resume(Path(args.dir), failed_only=args.failed_only, reset_attempts=args.reset_attempts, **_driver_kw(args))
+    except _sweep_errors() as e:
+        raise BadInput(str(e)) from e
+    return _finish(out, args)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from cotsweep.sweep.engine import status
+
+    try:
+        st = status(Path(args.dir))
+    except FileNotFoundError as e:
+        raise BadInput(str(e)) from e
+    if args.json:
+        print(json.dumps(st, indent=2, sort_keys=True))
+        return 0
+    c = st["counts"]
+    out = Console()
+    out.print(f"[bold]{st['sweep']}[/] at {st['dir']}: {st['total']} trials")
+    out.print("  " + "  ".join(f"{k} {v}" for k, v in c.items()))
+    if st["eta_s"] is not None:
+        out.print(f"  ETA about {st['eta_s'] / 60:.1f} min")
+    if st["driver"]:
+        d = st["driver"]
+        out.print(f"  driver: host {d['host']} PID {d['pid']}")
+    for axis, values in st["axes"].items():
+        out.print(f"  [bold]{axis}[/]: " + ", ".join(f"{v} ({n['done']}/{sum(n.values())} done)" for v, n in values.items()))
+    for f in st["failures"]:
+        out.print(f"  [red]failed[/] {f['id']} ({f['kind']}, {f['attempts']} attempts) {' '.join(f['overrides'])}: {f['error']}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    if not Path(args.dir).is_dir():
+        raise BadInput(f"no sweep directory at {args.dir}")
+    write_report(Path(args.dir))
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from cotsweep.tracking import sync_sweep
+
+    if not Path(args.dir).is_dir():
+        raise BadInput(f"no sweep directory at {args.dir}")
+    try:
+        n = sync_sweep(Path(args.dir))
+    except RuntimeError as e:
+        raise BadInput(str(e)) from e
+    console.print(f"synced {n} offline W&B runs from {args.dir}")
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cotsweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
+
+    def driver_args(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--address", default=None, help="join this Ray cluster (default: RAY_ADDRESS, else embedded Ray on loopback)")
+        q.add_argument("--max-concurrent", type=int, default=None, help="at most this many trials in flight")
+        q.add_argument("--no-progress", action="store_true", help="no progress bar")
+        q.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+
+    la = sub.add_parser("launch", help="run a named sweep (or extend it)")
+    la.add_argument("sweep", help="a sweep name (see sweeps/) or a path to a sweep file")
+    la.add_argument("overrides", nargs="*", help="Hydra overrides; comma lists add grid axes")
+    la.add_argument("--dir", default=None, help="sweep directory (default runs/NAME); on a cluster, a path every node reaches")
+    driver_args(la)
+    la.set_defaults(fn=cmd_launch)
+
+    re_ = sub.add_parser("resume", help="rerun failed and unfinished trials from their checkpoints")
+    re_.add_argument("dir")
+    re_.add_argument("--failed-only", action="store_true", help="only the failed trials")
+    re_.add_argument("--reset-attempts", action="store_true", help="forget earlier attempts (also reruns diverged trials)")
+    driver_args(re_)
+    re_.set_defaults(fn=cmd_resume)
+
+    st = sub.add_parser("status", help="counts per state, failures with their errors, ETA")
+    st.add_argument("dir")
+    st.add_argument("--json", action="store_true", help="stable JSON for scripts")
+    st.set_defaults(fn=cmd_status)
+
+    rp = sub.add_parser("report", help="plots and tables into DIR/report/")
+    rp.add_argument("dir")
+    rp.set_defaults(fn=cmd_report)
+
+    sy = sub.add_parser("sync", help="upload the sweep's offline W&B runs")
+    sy.add_argument("dir")
+    sy.set_defaults(fn=cmd_sync)
 
     t = sub.add_parser("train", help="one trial in the foreground")
     t.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. task=s5 setting=cot model.depth=1")
@@ -162,7 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Hydra overrides may stand before or after the flags: collect the strays as overrides
+    args, rest = parser.parse_known_args(argv)
+    if rest:
+        if not hasattr(args, "overrides") or any(r.startswith("-") for r in rest):
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        args.overrides = list(args.overrides) + rest
     try:
         return args.fn(args)
     except BadInput as e:

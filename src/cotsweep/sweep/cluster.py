@@ -1,0 +1,102 @@
+"""Every call into Ray's start-up and placement APIs, behind functions of ours.
+
+Ray's APIs for these have churned between releases; the rest of cotsweep calls
+only this module. Embedded Ray binds to loopback only (127.0.0.2: Ray rewrites
+127.0.0.1 to the machine's network address), with no dashboard unless asked,
+and no usage stats: an embedded Ray open to the network is a known way in.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+LOOPBACK = "127.0.0.2"
+
+# Set where unset by importing cotsweep (see cotsweep/__init__.py) and passed to every
+# worker, so that all of Ray's processes agree.
+RAY_ENV_KEYS = ("RAY_USAGE_STATS_ENABLED", "RAY_AUTH_MODE")
+
+
+def ray_env() -> dict[str, str]:
+    """The environment every Ray process of ours shares."""
+    return {k: os.environ[k] for k in RAY_ENV_KEYS if k in os.environ}
+
+
+def connect(address: str | None = None, *, num_cpus: float | None = None, num_gpus: float | None = None,
+            dashboard: bool = False) -> bool:
+    """Join the cluster at ``address`` (or RAY_ADDRESS), or start Ray embedded on loopback.
+
+    Returns True when this call started Ray (and so should shut it down).
+    """
+    import ray
+
+    env = ray_env()
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS")
+    worker_env = {"env_vars": {**env, **_passthrough_env()}}
+    if address:
+        ray.init(address=address, runtime_env=worker_env, log_to_driver=False, logging_level="WARNING")
+        return True
+    ray.init(
+        _node_ip_address=LOOPBACK,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        include_dashboard=dashboard,
+        dashboard_host=LOOPBACK,
+        runtime_env=worker_env,
+        log_to_driver=False,
+        logging_level="WARNING",
+    )
+    return True
+
+
+def _passthrough_env() -> dict[str, str]:
+    """W&B settings the workers need; never the API key itself (wandb reads its own netrc)."""
+    keep = ("WANDB_MODE", "WANDB_DIR", "WANDB_SILENT", "WANDB_CONSOLE", "CUDA_VISIBLE_DEVICES_POLICY")
+    return {k: os.environ[k] for k in keep if k in os.environ}
+
+
+def shutdown() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def cluster_resources() -> dict[str, float]:
+    import ray
+
+    return dict(ray.cluster_resources())
+
+
+def node_ip() -> str:
+    import ray
+
+    return ray.util.get_node_ip_address()
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def placement_group(bundles: list[dict[str, float]], strategy: str = "PACK") -> Any:
+    from ray.util.placement_group import placement_group as pg
+
+    return pg(bundles, strategy=strategy)
+
+
+def in_group(pg: Any, index: int) -> Any:
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    return PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=index)
+
+
+def remove_group(pg: Any) -> None:
+    from ray.util.placement_group import remove_placement_group
+
+    remove_placement_group(pg)

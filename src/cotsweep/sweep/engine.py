@@ -1,0 +1,363 @@
+"""The driver: record a sweep in its ledger, run what is not done on Ray, stream results.
+
+One Ray task per trial (or a placement group of rank actors for a data-parallel
+trial), resources from the trial's config. Results are streamed with
+``ray.wait`` and written to the ledger in batches; one failing trial never
+stops the others. Ctrl-C asks running trials to checkpoint and return to
+pending; a second Ctrl-C stops at once. Nothing recorded is lost either way:
+the ledger is only ever updated in transactions, and trials keep their
+checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from cotsweep import files
+from cotsweep.sweep import cluster
+from cotsweep.sweep.grid import Trial, config_yaml, expand, sweep_name
+from cotsweep.sweep.ledger import Ledger, LedgerLocked, TrialRow
+
+HEARTBEAT_EVERY_S = 5.0
+
+
+@dataclass
+class Outcome:
+    """What a launch or resume did, for the summary and the exit code."""
+
+    dir: Path
+    counts: dict[str, int]
+    ran: int = 0
+    new: int = 0
+    interrupted: bool = False
+    failures: list[dict] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.interrupted and self.counts.get("done", 0) == sum(self.counts.values())
+
+
+class SweepBusy(RuntimeError):
+    pass
+
+
+def default_dir(name_or_path: str) -> Path:
+    return Path("runs") / sweep_name(name_or_path)
+
+
+def prepare(name_or_path: str, overrides: list[str], sweep_dir: Path | None = None) -> tuple[Path, list[Trial], Ledger]:
+    """Expand and validate the grid, then take the sweep's lock and record new trials.
+
+    Everything that can be refused is refused before the ledger is written.
+    """
+    sweep_dir = Path(sweep_dir or default_dir(name_or_path)).resolve()
+    trials = expand(name_or_path, overrides, sweep_dir)  # GridError: nothing written
+    ledger = Ledger(sweep_dir, create=True)
+    try:
+        ledger.acquire()  # LedgerLocked: nothing written
+    except LedgerLocked as e:
+        ledger.close()
+        raise SweepBusy(str(e)) from e
+    new = ledger.add_trials((t.id, t.overrides, t.axes, config_yaml(t.cfg)) for t in trials)
+    source = Path(name_or_path)
+    ledger.set_meta(
+        name=sweep_name(name_or_path),
+        source=str(source.resolve()) if source.exists() else name_or_path,
+        last_overrides=json.dumps(overrides),
+    )
+    ledger.new_trials = new  # type: ignore[attr-defined]
+    return sweep_dir, trials, ledger
+
+
+def open_for_resume(sweep_dir: Path) -> Ledger:
+    ledger = Ledger(sweep_dir)
+    try:
+        ledger.acquire()
+    except LedgerLocked as e:
+        ledger.close()
+        raise SweepBusy(str(e)) from e
+    return ledger
+
+
+# ---------------------------------------------------------------- resources
+def gpus_for(cfg: Any, cluster_gpus: float) -> float:
+    """GPUs per worker of a trial: the configured number, or a fraction sized from the model."""
+    g = cfg.resources.gpus
+    if g != "auto":
+        return float(g)
+    if cluster_gpus <= 0 or str(cfg.run.device) == "cpu":
+        return 0.0
+    m = cfg.model
+    params = 12 * m.depth * m.width**2  # the transformer blocks dominate
+    # small models share a GPU: a quarter below 10M parameters, half below 100M
+    return 0.25 if params < 10e6 else 0.5 if params < 100e6 else 1.0
+
+
+# ---------------------------------------------------------------- the driver loop
+class Driver:
+    def __init__(self, ledger: Ledger, *, address: str | None = None, max_concurrent: int | None = None,
+                 progress: bool = True, num_cpus: float | None = None, on_event: Callable[[str, dict], None] | None = None):
+        self.ledger = ledger
+        self.address = address
+        self.max_concurrent = max_concurrent
+        self.progress = progress
+        self.num_cpus = num_cpus
+        self.on_event = on_event
+        self.stop_file = ledger.dir / f".stop-{uuid.uuid4().hex[:8]}"
+        self._interrupts = 0
+
+    def run(self, rows: list[TrialRow]) -> Outcome:
+        import ray
+
+        started_ray = cluster.connect(self.address, num_cpus=self.num_cpus)
+        remote_one = ray.remote(_execute_one)
+        remote_group = ray.remote(_execute_group)
+        resources = cluster.cluster_resources()
+        cluster_gpus = resources.get("GPU", 0.0)
+        capacity = max(1, int(resources.get("CPU", 1)))
+        limit = self.max_concurrent or 2 * capacity  # a short queue per core keeps Ray busy
+        queue = list(rows)
+        tries: dict[str, int] = {}
+        inflight: dict[Any, TrialRow] = {}
+        started_at: dict[str, float] = {}
+        failures: list[dict] = []
+        ran = 0
+        old_handler = signal.signal(signal.SIGINT, self._on_sigint) if _main_thread() else None
+        bar = _Bar(self.ledger, len(rows), enabled=self.progress)
+        last_beat = time.monotonic()
+        try:
+            while queue or inflight:
+                if self._interrupts >= 2:
+                    for ref in inflight:
+                        ray.cancel(ref, force=True)
+                    self.ledger.update([(r.id, {"state": "pending"}) for r in inflight.values()],
+                                       [(r.id, "cancelled", "second Ctrl-C") for r in inflight.values()])
+                    inflight.clear()
+                    break
+                submit = []
+                while queue and len(inflight) < limit and not self._interrupts:
+                    row = queue.pop(0)
+                    cfg = OmegaConf.create(row.config)
+                    tries[row.id] = tries.get(row.id, 0) + 1
+                    ref = self._submit(cfg, row.config, remote_one, remote_group, cluster_gpus)
+                    inflight[ref] = row
+                    started_at[row.id] = time.time()
+                    submit.append((row.id, {"state": "running", "started": started_at[row.id], "error": None}))
+                if submit:
+                    self.ledger.update(submit, [(tid, "submitted", None) for tid, _ in submit])
+                if self._interrupts and not inflight:
+                    break
+                if not inflight:
+                    continue
+                ready, _ = ray.wait(list(inflight), num_returns=len(inflight), timeout=0.5)
+                changes, events = [], []
+                for ref in ready:
+                    row = inflight.pop(ref)
+                    out = _get(ref)
+                    status = out["status"]
+                    ran += status in ("done", "error", "diverged", "lost")
+                    col: dict[str, Any] = {"attempts": out.get("attempts", 0), "host": out.get("host")}
+                    if status == "done":
+                        res = out["result"]
+                        col.update(state="done", ended=time.time(), error=None, error_kind=None, traceback=None,
+                                   step=res.get("steps"), wall_s=res.get("wall_time_s"))
+                    elif status == "interrupted":
+                        col.update(state="pending", step=out.get("step"))
+                    else:
+                        retry = status in ("error", "lost") and tries[row.id] < _max_attempts(row) and not self._interrupts
+                        col.update(state="pending" if retry else "failed", ended=time.time(), error=out.get("error"),
+                                   error_kind=status, traceback=out.get("traceback"), step=out.get("step"))
+                        if retry:
+                            queue.append(row)
+                        else:
+                            failures.append({"id": row.id, "error": out.get("error"), "kind": status, "overrides": row.overrides})
+                    changes.append((row.id, col))
+                    events.append((row.id, status, out.get("error")))
+                    bar.advance(status, col["state"])
+                    if self.on_event:
+                        self.on_event(status, {"id": row.id, **out})
+                if changes:
+                    self.ledger.update(changes, events)
+                if time.monotonic() - last_beat > HEARTBEAT_EVERY_S:
+                    last_beat = time.monotonic()
+                    self._heartbeats(inflight.values())
+                bar.refresh(running=len(inflight))
+        finally:
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+            bar.close()
+            self.stop_file.unlink(missing_ok=True)
+            if started_ray:
+                cluster.shutdown()
+        return Outcome(dir=self.ledger.dir, counts=self.ledger.counts(), ran=ran, interrupted=self._interrupts > 0,
+                       failures=failures)
+
+    def _submit(self, cfg: Any, cfg_yaml: str, remote_one: Any, remote_group: Any, cluster_gpus: float) -> Any:
+        r = cfg.resources
+        gpus = gpus_for(cfg, cluster_gpus)
+        stop = str(self.stop_file)
+        if r.workers > 1:
+            return remote_group.options(num_cpus=0, max_retries=r.max_retries).remote(cfg_yaml, stop, r.workers, r.cpus, gpus)
+        return remote_one.options(num_cpus=r.cpus, num_gpus=gpus, max_retries=r.max_retries).remote(cfg_yaml, stop)
+
+    def _heartbeats(self, rows: Any) -> None:
+        changes = []
+        for row in rows:
+            beat = files.read_json(Path(OmegaConf.create(row.config).run.out_dir) / files.HEARTBEAT)
+            if beat:
+                changes.append((row.id, {"heartbeat": beat["time"], "step": beat["step"], "host": beat["host"]}))
+        self.ledger.update(changes)
+
+    def _on_sigint(self, *_: Any) -> None:
+        self._interrupts += 1
+        if self._interrupts == 1:
+            self.stop_file.touch()  # trials checkpoint at their next step and return
+            print("\nstopping: running trials checkpoint and return to pending (Ctrl-C again to stop at once)", flush=True)
+
+
+def _execute_one(cfg_yaml: str, stop_file: str) -> dict:
+    from cotsweep.sweep.worker import execute
+
+    return execute(cfg_yaml, stop_file)
+
+
+def _execute_group(cfg_yaml: str, stop_file: str, workers: int, cpus: float, gpus: float) -> dict:
+    from cotsweep.sweep.worker import execute_group
+
+    return execute_group(cfg_yaml, stop_file, workers, cpus, gpus)
+
+
+def _get(ref: Any) -> dict:
+    """The outcome of a finished task; a lost worker or node becomes a 'lost' outcome."""
+    import ray
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as e:
+        return {"status": "lost", "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                "traceback": str(e)[-4000:]}
+
+
+def _max_attempts(row: TrialRow) -> int:
+    return int(OmegaConf.create(row.config).resources.max_attempts)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+class _Bar:
+    """The sweep's live progress bar: done / running / failed and an ETA."""
+
+    def __init__(self, ledger: Ledger, total: int, enabled: bool):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.enabled = enabled and total > 0
+        self.done = self.failed = 0
+        if not self.enabled:
+            return
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("running {task.fields[running]}  failed {task.fields[failed]}"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            console=Console(stderr=True), transient=False,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task(ledger.dir.name, total=total, running=0, failed=0)
+
+    def advance(self, status: str, state: str) -> None:
+        if state == "done":
+            self.done += 1
+        elif state == "failed":
+            self.failed += 1
+        if self.enabled and state in ("done", "failed"):
+            self.progress.update(self.task, advance=1, failed=self.failed)
+
+    def refresh(self, running: int) -> None:
+        if self.enabled:
+            self.progress.update(self.task, running=running)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.progress.stop()
+
+
+# ---------------------------------------------------------------- verbs
+def launch(name_or_path: str, overrides: list[str], sweep_dir: Path | None = None, **driver_kw: Any) -> Outcome:
+    sweep_dir, trials, ledger = prepare(name_or_path, overrides, sweep_dir)
+    try:
+        ledger.requeue_running()
+        ids = {t.id for t in trials}
+        rows = [r for r in ledger.trials(("pending", "failed")) if r.id in ids and r.error_kind != "diverged"]
+        out = Driver(ledger, **driver_kw).run(rows)
+        out.new = ledger.new_trials  # type: ignore[attr-defined]
+        return out
+    finally:
+        ledger.release()
+        ledger.close()
+
+
+def resume(sweep_dir: Path, *, failed_only: bool = False, reset_attempts: bool = False, **driver_kw: Any) -> Outcome:
+    ledger = open_for_resume(Path(sweep_dir))
+    try:
+        ledger.requeue_running()
+        rows = ledger.trials(("failed",) if failed_only else ("pending", "failed"))
+        if reset_attempts:
+            files.reset_attempts(Path(OmegaConf.create(r.config).run.out_dir) for r in rows)
+            ledger.update([(r.id, {"attempts": 0}) for r in rows], [(r.id, "attempts_reset", None) for r in rows])
+        else:
+            rows = [r for r in rows if r.error_kind != "diverged"]  # it would diverge again
+        return Driver(ledger, **driver_kw).run(rows)
+    finally:
+        ledger.release()
+        ledger.close()
+
+
+def status(sweep_dir: Path) -> dict:
+    """Counts per state, per-axis breakdown, failures with their errors, ETA — stable JSON."""
+    ledger = Ledger(Path(sweep_dir))
+    try:
+        rows = ledger.trials()
+        counts = ledger.counts()
+        axes: dict[str, dict[str, dict[str, int]]] = {}
+        for r in rows:
+            for k, v in r.axes.items():
+                axes.setdefault(k, {}).setdefault(str(v), dict.fromkeys(counts, 0))[r.state] += 1
+        axes = {k: v for k, v in axes.items() if len(v) > 1}  # only what varies is an axis
+        failures = [
+            {"id": r.id, "kind": r.error_kind, "error": r.error, "attempts": r.attempts, "overrides": r.overrides,
+             "traceback_tail": (r.traceback or "").strip().splitlines()[-1:] or None}
+            for r in rows if r.state == "failed"
+        ]
+        walls = [r.wall_s for r in rows if r.state == "done" and r.wall_s]
+        remaining = counts["pending"] + counts["running"]
+        driver = ledger.driver()
+        eta = None
+        if walls and remaining:
+            parallel = max(1, counts["running"])
+            eta = sorted(walls)[len(walls) // 2] * math.ceil(remaining / parallel)
+        return {
+            "sweep": ledger.get_meta("name"),
+            "dir": str(ledger.dir),
+            "total": len(rows),
+            "counts": counts,
+            "axes": axes,
+            "failures": failures,
+            "eta_s": eta,
+            "driver": driver,
+        }
+    finally:
+        ledger.close()

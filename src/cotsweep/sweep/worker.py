@@ -1,0 +1,109 @@
+"""What a Ray worker runs for one trial: one process, or a data-parallel group.
+
+A trial's outcome comes back as a value, never as an exception, so that Ray's
+own retries (``max_retries``) are spent only on lost workers and nodes; the
+driver decides about everything else from the outcome's ``status``:
+
+* ``done``: result.json is written;
+* ``error``: the trial raised; retried up to ``resources.max_attempts``;
+* ``diverged``: the loss went non-finite; not retried (it would diverge again);
+* ``interrupted``: the driver asked it to stop; it checkpointed and returns to pending.
+
+Every execution appends to the trial's attempts.jsonl first, so the attempt
+count includes executions that Ray retried after their worker died.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import traceback
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from cotsweep import files
+
+TRACEBACK_TAIL = 4000
+
+
+def outcome(status: str, trial_dir: Path, **fields: Any) -> dict:
+    return {"status": status, "attempts": files.count_attempts(trial_dir), "host": socket.gethostname(), **fields}
+
+
+def execute(cfg_yaml: str, stop_file: str | None, dist: tuple[int, int, str] | None = None) -> dict:
+    """Run one trial (or one rank of it) in this process; returns its outcome."""
+    import torch
+
+    from cotsweep.tracking import open_tracker
+    from cotsweep.trial import DistContext, Diverged, StopSignal, TrialInterrupted, run_trial
+
+    cfg = OmegaConf.create(cfg_yaml)
+    trial_dir = Path(cfg.run.out_dir)
+    rank, world = (dist[0], dist[1]) if dist else (0, 1)
+    if rank == 0:
+        files.record_attempt(trial_dir)
+    if dist is not None:
+        backend = "nccl" if torch.cuda.is_available() and cfg.run.device != "cpu" else "gloo"
+        torch.distributed.init_process_group(backend, init_method=dist[2], rank=rank, world_size=world)
+    tracker = None
+    try:
+        if rank == 0:
+            from cotsweep.sweep.ids import trial_id
+
+            tracker = open_tracker(cfg, trial_dir, trial_id(cfg))
+        result = run_trial(cfg, trial_dir, should_stop=StopSignal(stop_file), dist_ctx=DistContext(rank, world), tracker=tracker)
+        return outcome("done", trial_dir, result=result)
+    except Diverged as e:
+        return outcome("diverged", trial_dir, error=str(e), step=e.step)
+    except TrialInterrupted as e:
+        return outcome("interrupted", trial_dir, step=e.step)
+    except Exception as e:  # any failure of the trial's own code is recorded, not raised
+        return outcome("error", trial_dir, error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc()[-TRACEBACK_TAIL:])
+    finally:
+        if tracker is not None:
+            tracker.finish()
+        if dist is not None and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+class RankWorker:
+    """One rank of a data-parallel trial (a Ray actor in the trial's placement group)."""
+
+    def address(self) -> str:
+        from cotsweep.sweep.cluster import free_port, node_ip
+
+        ip = node_ip()
+        return f"tcp://{ip}:{free_port(ip)}"
+
+    def run(self, cfg_yaml: str, stop_file: str | None, rank: int, world: int, init_method: str) -> dict:
+        return execute(cfg_yaml, stop_file, (rank, world, init_method))
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def execute_group(cfg_yaml: str, stop_file: str | None, workers: int, cpus: float, gpus: float) -> dict:
+    """Run a data-parallel trial as ``workers`` Ray actors in one placement group; rank 0 reports."""
+    import ray
+
+    from cotsweep.sweep import cluster
+
+    bundle = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
+    pg = cluster.placement_group([bundle] * workers)
+    actor_cls = ray.remote(RankWorker)
+    actors = []
+    try:
+        ray.get(pg.ready())
+        actors = [
+            actor_cls.options(num_cpus=cpus, num_gpus=gpus, scheduling_strategy=cluster.in_group(pg, i)).remote()
+            for i in range(workers)
+        ]
+        init = ray.get(actors[0].address.remote())
+        outcomes = ray.get([a.run.remote(cfg_yaml, stop_file, r, workers, init) for r, a in enumerate(actors)])
+        return outcomes[0]
+    finally:
+        for a in actors:
+            ray.kill(a)
+        cluster.remove_group(pg)
