@@ -119,6 +119,8 @@ class Driver:
     def run(self, rows: list[TrialRow]) -> Outcome:
         import ray
 
+        if not rows:  # nothing to do: no need to start Ray
+            return Outcome(dir=self.ledger.dir, counts=self.ledger.counts())
         started_ray = cluster.connect(self.address, num_cpus=self.num_cpus)
         remote_one = ray.remote(_execute_one)
         remote_group = ray.remote(_execute_group)
