@@ -333,6 +333,9 @@ def _train(cfg, task: Task, out: Path, dctx: DistContext, should_stop, tracker, 
             if step % run.log_every == 0 or last:
                 check_finite()
                 now = time.perf_counter()
+                if dctx.world > 1:  # log the global batch's loss, as one worker would
+                    dist.all_reduce(loss_sum)
+                    loss_sum /= dctx.world
                 if dctx.is_main:
                     tps = (step - step_log) * batch.tokens / max(now - t_log, 1e-9)
                     emit(step, {"train/loss": loss_sum.item() / n_loss, "train/lr": sched.get_last_lr()[0], "perf/tokens_per_s": tps})

@@ -1,0 +1,62 @@
+"""Shared pieces of the sweep-engine tests: tiny sweep files and ledger reads."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import textwrap
+from pathlib import Path
+
+TINY = """\
+# @package _global_
+defaults:
+  - override /model: tiny
+  - override /tracking: none
+train:
+  steps: {steps}
+  eval_every: {eval_every}
+  eval_size: 64
+  warmup_steps: 5
+  batch_size: 32
+task:
+  length: 3
+run:
+  log_every: 10
+  checkpoint_every: {ckpt}
+  device: cpu
+resources:
+  cpus: 1
+  max_attempts: 2
+hydra:
+  sweeper:
+    params:
+{params}
+"""
+
+
+def sweep_file(tmp: Path, name: str, params: dict, steps: int = 40, ckpt: int = 20, eval_every: int = 20) -> Path:
+    lines = "\n".join(f"      {k}: {v}" for k, v in params.items())
+    path = tmp / f"{name}.yaml"
+    path.write_text(TINY.format(steps=steps, eval_every=eval_every, ckpt=ckpt, params=lines))
+    return path
+
+
+def ledger_rows(sweep_dir: Path) -> dict[str, dict]:
+    db = sqlite3.connect(sweep_dir / "ledger.sqlite")
+    db.row_factory = sqlite3.Row
+    rows = {r["id"]: dict(r) for r in db.execute("SELECT * FROM trials")}
+    db.close()
+    return rows
+
+
+def losses(trial_dir: Path) -> list[tuple[int, float]]:
+    out = []
+    for line in (trial_dir / "metrics.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        if "train/loss" in r:
+            out.append((r["step"], r["train/loss"]))
+    return out
+
+
+def dedent(s: str) -> str:
+    return textwrap.dedent(s)

@@ -1,0 +1,201 @@
+"""The sweep engine on a real local Ray (loopback), real Hydra, real SQLite, real training."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import cotsweep  # noqa: F401  (sets Ray's environment before ray is imported)
+from cotsweep.cli import main as cli
+from cotsweep.sweep import cluster
+from cotsweep.sweep.engine import launch, resume, status
+from cotsweep.sweep.grid import expand
+from sweep_support import ledger_rows, losses, sweep_file
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """One embedded Ray (2 CPUs, loopback) for the module; the engine joins it."""
+    started = cluster.connect(num_cpus=2)
+    yield
+    if started:
+        cluster.shutdown()
+
+
+def run(path: Path, d: Path, *overrides: str, **kw) -> object:
+    return launch(str(path), list(overrides), d, progress=False, **kw)
+
+
+# ---------------------------------------------------------------- ids and grid
+def test_ids_ignore_what_does_not_change_results(tmp_path):
+    sw = sweep_file(tmp_path, "g", {"task": "modadd,s5", "seed": "0,1"})
+    a = {t.id for t in expand(str(sw), [], tmp_path / "a")}
+    b = {t.id for t in expand(str(sw), ["tracking.wandb.project=other", "resources.gpus=0.5", "run.log_every=5"], tmp_path / "b")}
+    c = {t.id for t in expand(str(sw), ["train.lr=0.002"], tmp_path / "c")}
+    assert len(a) == 4 and a == b
+    assert not a & c  # a result-changing key changes every id
+
+
+def test_relaunch_runs_nothing_and_extension_runs_only_new_points(tmp_path, ray_local):
+    sw = sweep_file(tmp_path, "ext", {"task": "modadd", "seed": "0,1"}, steps=20)
+    d = tmp_path / "sweep"
+    first = run(sw, d)
+    assert first.ok and first.ran == 2
+    mtimes = {p: p.stat().st_mtime_ns for p in d.glob("trials/*/result.json")}
+    again = run(sw, d)
+    assert again.ok and again.ran == 0
+    more = run(sw, d, "seed=0,1,2")
+    assert more.ok and more.ran == 1 and more.counts["done"] == 3
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes  # finished trials untouched
+    st = status(d)
+    assert st["counts"] == {"pending": 0, "running": 0, "done": 3, "failed": 0}
+    assert set(st["axes"]["seed"]) == {"0", "1", "2"}
+
+
+def test_failing_trial_is_retried_then_failed_while_others_complete(tmp_path, ray_local):
+    # a corrupt checkpoint (a torn disk write from some earlier crash) makes one trial raise
+    sw = sweep_file(tmp_path, "fail", {"seed": "0,1,2"}, steps=10)
+    d = tmp_path / "sweep"
+    victim = expand(str(sw), [], d)[1].id
+    ckpt = d / "trials" / victim / "ckpt" / "last.pt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"not a checkpoint")
+    out = run(sw, d)
+    assert not out.ok and out.counts["done"] == 2 and out.counts["failed"] == 1
+    bad = ledger_rows(d)[victim]
+    assert bad["state"] == "failed" and bad["attempts"] == 2 and bad["error_kind"] == "error"
+    assert "UnpicklingError" in bad["error"] or "pickle" in bad["error"].lower(), bad["error"]
+    assert "Traceback" in bad["traceback"]
+    assert ckpt.read_bytes() == b"not a checkpoint"  # nothing destroyed
+    st = status(d)
+    assert st["failures"][0]["id"] == victim and st["failures"][0]["attempts"] == 2
+
+
+def test_killed_worker_is_retried_from_its_checkpoint_with_identical_metrics(tmp_path, ray_local):
+    sw = sweep_file(tmp_path, "kill", {"task": "modadd", "seed": "0"}, steps=1500, ckpt=100, eval_every=500)
+    ref = tmp_path / "undisturbed"
+    assert run(sw, ref).ok
+    d = tmp_path / "killed"
+    import threading
+
+    def killer():
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            trials = list(d.glob("trials/*"))
+            if trials and (trials[0] / "metrics.jsonl").exists() and len(losses(trials[0])) >= 30:
+                pid = json.loads((trials[0] / "attempts.jsonl").read_text().splitlines()[0])["pid"]
+                os.kill(pid, signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=killer)
+    t.start()
+    out = run(sw, d)
+    t.join()
+    assert out.ok
+    (tid,) = ledger_rows(d)
+    assert ledger_rows(d)[tid]["attempts"] == 2
+    assert losses(d / "trials" / tid) == losses(ref / "trials" / tid)
+    a = json.loads((d / "trials" / tid / "result.json").read_text())
+    b = json.loads((ref / "trials" / tid / "result.json").read_text())
+    assert a["acc"] == b["acc"] and a["steps"] == b["steps"] == 1500
+
+
+def test_data_parallel_trial_matches_one_worker(tmp_path, ray_local):
+    sw = sweep_file(tmp_path, "ddp", {"task": "modadd", "seed": "0"}, steps=30, eval_every=30)
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert run(sw, one).ok
+    assert run(sw, two, "resources.workers=2").ok
+    (tid,) = ledger_rows(one)
+    a, b = losses(one / "trials" / tid), losses(two / "trials" / tid)
+    assert [s for s, _ in a] == [s for s, _ in b]
+    assert all(abs(x - y) < 1e-4 for (_, x), (_, y) in zip(a, b)), (a, b)
+    assert json.loads((two / "trials" / tid / "result.json").read_text())["world_size"] == 2
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["launch", "no_such_sweep"], "available sweeps: "),
+        (["launch", "smoke", "model.no_such_key=3"], "no_such_key"),
+        (["launch", "smoke", "seed=range(0)"], "empty"),
+        (["launch", "smoke", "model.depth=0"], "model.depth"),
+    ],
+)
+def test_bad_input_is_refused_before_the_ledger_is_written(tmp_path, capsys, args, message):
+    d = tmp_path / "sweep"
+    assert cli([*args, "--dir", str(d), "--no-progress"]) == 2
+    assert message in capsys.readouterr().err.replace("\n", " ")
+    assert not d.exists()
+
+
+def test_second_driver_on_a_live_sweep_is_refused(tmp_path, capsys):
+    from cotsweep.sweep.ledger import Ledger
+
+    sw = sweep_file(tmp_path, "busy", {"seed": "0,1"})
+    d = tmp_path / "sweep"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from cotsweep.sweep.ledger import Ledger; l = Ledger({str(d)!r}, create=True); l.acquire(); "
+         "print('locked', flush=True); import time; time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = (d / "ledger.sqlite").read_bytes()
+        assert cli(["launch", str(sw), "--dir", str(d), "--no-progress"]) == 2
+        err = capsys.readouterr().err.replace("\n", " ")
+        assert f"PID {holder.pid}" in err and "host" in err
+        assert Ledger(d).trials() == []  # nothing recorded
+        assert (d / "ledger.sqlite").read_bytes() == before
+    finally:
+        holder.kill()
+        holder.wait()
+    # the dead driver's lock is stale now: a new launch takes it over
+    lg = Ledger(d)
+    lg.acquire()
+    assert lg.driver()["pid"] == os.getpid()
+    lg.release()
+
+
+# ---------------------------------------------------------------- crashes
+def test_sigkilled_driver_then_resume_reruns_no_finished_trial(tmp_path):
+    sw = sweep_file(tmp_path, "crash", {"task": "modadd", "seed": "0,1,2,3,4,5"}, steps=300, ckpt=50, eval_every=150)
+    d = tmp_path / "sweep"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "cotsweep.cli", "launch", str(sw), "--dir", str(d), "--no-progress", "--no-report",
+         "--max-concurrent", "1"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            if (d / "ledger.sqlite").exists() and sum(r["state"] == "done" for r in ledger_rows(d).values()) >= 2:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the driver did not finish two trials in time")
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    time.sleep(1.0)  # let Ray's reaper take the orphaned workers down
+    done_before = {tid: (d / "trials" / tid / "result.json").stat().st_mtime_ns
+                   for tid, r in ledger_rows(d).items() if r["state"] == "done"}
+    assert ledger_rows(d) and len(done_before) < 6
+    out = resume(d, progress=False)
+    assert out.ok and out.counts["done"] == 6
+    assert out.ran == 6 - len(done_before)
+    for tid, mtime in done_before.items():
+        assert (d / "trials" / tid / "result.json").stat().st_mtime_ns == mtime
