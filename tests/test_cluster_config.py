@@ -36,9 +36,9 @@ CLUSTER_DOC = ROOT / "docs" / "CLUSTER.md"
 CLOUD_BEGIN, CLOUD_END = "# ===== cloud: AWS (begin)", "# ===== cloud: AWS (end)"
 ON_PREM_BEGIN, ON_PREM_END = "# ===== on-premises (begin)", "# ===== on-premises (end)"
 
-# An ALL_CAPS word of three or more characters not preceded by `$` (a shell
-# variable such as $RAY_HEAD_IP is Ray's, not the user's to fill in).
-PLACEHOLDER = re.compile(r"(?<![\w$])[A-Z][A-Z0-9_]{2,}(?!\w)")
+# An ALL_CAPS word of three or more characters that is not a shell variable:
+# neither read ($RAY_HEAD_IP, Ray's) nor set (RAY_AUTH_MODE=token).
+PLACEHOLDER = re.compile(r"(?<![\w$])[A-Z][A-Z0-9_]{2,}(?![\w=])")
 
 
 # ------------------------------------------------------------ helpers
@@ -210,6 +210,15 @@ def test_synced_checkout_is_what_setup_installs() -> None:
     assert any("pip install" in c and f"-e {remote}" in c for c in config["setup_commands"])
 
 
+def test_every_node_runs_with_the_shared_token() -> None:
+    """cotsweep's processes default to RAY_AUTH_MODE=token: the cluster must too."""
+    config = aws_variant(cluster_text())
+    assert config["file_mounts"].get("~/.ray/auth_token") == "~/.ray/auth_token"
+    starts = [c for c in config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+              if "ray start" in c]
+    assert len(starts) == 2 and all("RAY_AUTH_MODE=token ray start" in c for c in starts)
+
+
 def test_documented_sweep_dir_is_on_the_shared_mount() -> None:
     """Trial outputs go where every node's container sees the same files."""
     config = aws_variant(cluster_text())
@@ -217,7 +226,7 @@ def test_documented_sweep_dir_is_on_the_shared_mount() -> None:
     shared = [inside for outside, inside in mounts if outside == inside]
     assert shared, "no host path is mounted into the container at the same path"
 
-    dirs = re.findall(r"cotsweep launch \S+ --dir (\S+)", CLUSTER_DOC.read_text())
+    dirs = re.findall(r"cotsweep launch [^\n]*?--dir (\S+)", CLUSTER_DOC.read_text())
     assert dirs, "docs/CLUSTER.md shows no `cotsweep launch ... --dir`"
     assert all(any(d.startswith(s + "/") for s in shared) for d in dirs), dirs
 
@@ -236,10 +245,29 @@ def test_runtime_env_is_accepted_by_ray() -> None:
     env = RuntimeEnv(**load_runtime_env(str(ROOT)))
 
     assert env["working_dir"] == str(ROOT)
-    assert env["env_vars"]["RAY_USAGE_STATS_ENABLED"] == "0"
     assert env["env_vars"]["RAY_JOB_STOP_SIGNAL"] in ("SIGINT", "SIGTERM")
     assert int(env["env_vars"]["RAY_JOB_STOP_WAIT_TIME_S"]) > 3
     assert "working_dir" not in yaml.safe_load(RUNTIME_ENV_YAML.read_text())
+
+
+def test_runtime_env_merges_with_what_the_driver_adds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray refuses a job's driver whose ray.init runtime_env repeats a job env var.
+
+    Inside the job every variable of the runtime env is in the driver's
+    environment; cotsweep.sweep.cluster.connect then passes its own set to
+    ray.init, and Ray merges the two with this function.
+    """
+    from ray.runtime_env.runtime_env import _merge_runtime_env
+
+    from cotsweep.sweep import cluster
+
+    job_env = load_runtime_env(str(ROOT))
+    for key, value in job_env["env_vars"].items():
+        monkeypatch.setenv(key, value)
+    driver_env = {"env_vars": {**cluster.ray_env(), **cluster._passthrough_env()}}
+
+    assert _merge_runtime_env(job_env, driver_env) is not None, (
+        set(job_env["env_vars"]) & set(driver_env["env_vars"]))
 
 
 def test_working_dir_upload_leaves_outputs_behind(tmp_path: Path) -> None:
@@ -280,15 +308,17 @@ from pathlib import Path
 
 import ray
 
+from cotsweep.sweep import cluster
+
 report = Path(sys.argv[1])
-ray.init()  # the job's cluster, from RAY_ADDRESS
+cluster.connect()  # as `cotsweep launch --address auto` joins: RAY_ADDRESS, its own env vars
 
 @ray.remote(num_cpus=0)
 def trial_env():
-    return {k: os.environ.get(k) for k in ("WANDB_MODE", "HYDRA_FULL_ERROR")}
+    return {k: os.environ.get(k) for k in ("HYDRA_FULL_ERROR", "RAY_AUTH_MODE")}
 
 seen = {
-    "driver_env": {k: os.environ.get(k) for k in ("WANDB_MODE", "RAY_USAGE_STATS_ENABLED")},
+    "driver_env": {k: os.environ.get(k) for k in ("RAY_JOB_STOP_SIGNAL", "PYTHONUNBUFFERED")},
     "trial_env": ray.get(trial_env.remote()),
     "files": sorted(str(p) for p in Path(".").rglob("*") if p.is_file()),
 }
@@ -305,10 +335,12 @@ except KeyboardInterrupt:
 def test_job_with_runtime_env_reaches_trials_and_stops_like_ctrl_c(tmp_path: Path) -> None:
     """Submit a job with workers/runtime_env.yaml to a real Ray on 127.0.0.2.
 
-    Its env vars reach the driver and the tasks it starts, its excludes keep
-    outputs out of the upload, and `ray job stop` interrupts the driver with
-    SIGINT, the signal cotsweep turns into "checkpoint and go back to pending".
-    Runs in a child process so its Ray never meets another test's.
+    As on the cluster: token authentication on, and the driver joins through
+    cotsweep's own connect(). The runtime env's variables reach the driver and
+    the tasks it starts, its excludes keep outputs out of the upload, and
+    `ray job stop` interrupts the driver with SIGINT, the signal cotsweep turns
+    into "checkpoint and go back to pending". Runs in a child process with its
+    own HOME (the token lives in ~/.ray) so its Ray never meets another test's.
     """
     checkout = tmp_path / "checkout"
     (checkout / "runs").mkdir(parents=True)
@@ -318,6 +350,9 @@ def test_job_with_runtime_env_reaches_trials_and_stops_like_ctrl_c(tmp_path: Pat
     (checkout / "outputs").mkdir()
     (checkout / "outputs" / "log.txt").write_text("x")
     report = tmp_path / "report.json"
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text("cotsweep-test-" + "0" * 32)
 
     script = textwrap.dedent(f"""
         import json, sys, time
@@ -333,7 +368,17 @@ def test_job_with_runtime_env_reaches_trials_and_stops_like_ctrl_c(tmp_path: Pat
             client = JobSubmissionClient("http://" + ctx.dashboard_url)
             env = parse_runtime_env_args(runtime_env={str(RUNTIME_ENV_YAML)!r},
                                          working_dir={str(checkout)!r})
-            job = client.submit_job(entrypoint="python driver.py {report}", runtime_env=env)
+            for _ in range(120):  # the job agent comes up some seconds after ray.init
+                try:
+                    job = client.submit_job(entrypoint="python driver.py {report}",
+                                            runtime_env=env)
+                    break
+                except RuntimeError as e:
+                    if "No available agent" not in str(e):
+                        raise
+                    time.sleep(1)
+            else:
+                sys.exit("the job agent never came up")
             ready = Path({str(report.with_suffix(".ready"))!r})
             deadline = time.time() + 240
             while not ready.exists():
@@ -348,7 +393,12 @@ def test_job_with_runtime_env_reaches_trials_and_stops_like_ctrl_c(tmp_path: Pat
         finally:
             ray.shutdown()
     """)
-    env = {"RAY_USAGE_STATS_ENABLED": "0", "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin"}
+    env = {
+        "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
+        "HOME": str(home),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "token",  # as cluster.yaml's `ray start` commands
+    }
     run = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env
     )
@@ -357,6 +407,6 @@ def test_job_with_runtime_env_reaches_trials_and_stops_like_ctrl_c(tmp_path: Pat
     assert report.exists(), "the driver never saw SIGINT: " + run.stdout[-2000:]
     seen = json.loads(report.read_text())
     assert seen["stopped_by"] == "SIGINT"
-    assert seen["driver_env"] == {"WANDB_MODE": "offline", "RAY_USAGE_STATS_ENABLED": "0"}
-    assert seen["trial_env"] == {"WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
+    assert seen["driver_env"] == {"RAY_JOB_STOP_SIGNAL": "SIGINT", "PYTHONUNBUFFERED": "1"}
+    assert seen["trial_env"] == {"HYDRA_FULL_ERROR": "1", "RAY_AUTH_MODE": "token"}
     assert seen["files"] == [".gitignore", "driver.py"]
