@@ -1,0 +1,450 @@
+"""What the launcher does when a Hydra multirun hands it a batch of jobs.
+
+Each job is one trial of cotsweep's sweep engine:
+
+1. every job is composed first (``load_sweep_config``, as Hydra's own launchers
+   do) and given its id, the trial id of its config without the ``hydra`` node
+   (:func:`cotsweep.sweep.ids.trial_id`); a bad override raises here, before
+   the ledger is written;
+2. the jobs are recorded in the ledger of the sweep directory
+   (``hydra.sweep.dir``/ledger.sqlite) under the sweep's driver lock; ids
+   already recorded are left untouched;
+3. jobs whose trial is ``done`` are not run again: their JobReturn carries the
+   recorded return value (``DIR/trials/<id>/return.pkl``, or for a trial that
+   ``cotsweep launch`` finished, its result.json);
+4. the others run as Ray tasks that call Hydra's ``run_job`` with the task
+   function, so each job gets Hydra's usual output directory, ``.hydra/`` files
+   and log. Results are taken with ``ray.wait`` as they finish and written to
+   the ledger at once; a job that raised is run again up to ``max_attempts``,
+   then recorded ``failed``, and its JobReturn is Hydra's own FAILED one that
+   carries the exception. One failing job never stops the others.
+
+A cotsweep trial config (one with ``run``, ``sweep``, ``resources`` and
+``model``) is also placed the way ``cotsweep launch`` places it: its files go to
+``DIR/trials/<id>/`` (``run.out_dir``, ``sweep.dir``, ``sweep.name``), so that
+``cotsweep status DIR`` and ``cotsweep resume DIR`` work on a sweep started the
+Hydra way, and adding a value to an axis never makes a job number point at
+another trial's files. None of these keys are part of the id.
+
+This module imports Ray; Hydra's plugin scanner skips modules whose names start
+with ``_``, so only a launch pays for it.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import pickle
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ray
+from hydra import version
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
+from hydra.core.singleton import Singleton
+from hydra.core.utils import (
+    JobReturn,
+    JobRuntime,
+    JobStatus,
+    configure_log,
+    filter_overrides,
+    run_job,
+    setup_globals,
+)
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from cotsweep import files
+from cotsweep.sweep import cluster
+from cotsweep.sweep.ids import trial_id
+from cotsweep.sweep.ledger import Ledger, LedgerLocked, TrialRow
+
+if TYPE_CHECKING:
+    from hydra_plugins.cotsweep_launcher.cotsweep_launcher import CotsweepLauncher
+
+log = logging.getLogger(__name__)
+
+RETURN_FILE = "return.pkl"
+TRACEBACK_TAIL = 4000
+BEAT_EVERY_S = 5.0
+
+# what a job of an application that is not a cotsweep trial gets
+DEFAULT_CPUS, DEFAULT_GPUS, DEFAULT_ATTEMPTS, DEFAULT_RETRIES = 1.0, 0.0, 2, 3
+
+
+class LauncherError(RuntimeError):
+    """A batch the launcher refuses before anything is recorded or run."""
+
+
+@dataclass
+class Job:
+    num: int  # Hydra's job number
+    overrides: list[str]
+    config: DictConfig  # the composed job config, hydra node included
+    task: DictConfig  # what the task function receives: the config without the hydra node
+    id: str
+    trial: bool  # a cotsweep trial config, placed at DIR/trials/<id>
+
+
+# ---------------------------------------------------------------- composition
+@contextmanager
+def _hydra_config(cfg: DictConfig) -> Iterator[None]:
+    """Make ``cfg`` the current Hydra config, so ``${hydra:...}`` resolves, then restore."""
+    before = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(cfg)
+    try:
+        yield
+    finally:
+        HydraConfig.instance().cfg = before
+
+
+def _task_config(cfg: DictConfig) -> DictConfig:
+    task = copy.deepcopy(cfg)
+    with read_write(task), open_dict(task):
+        del task["hydra"]
+    return task
+
+
+def _is_trial(task: DictConfig) -> bool:
+    return all(OmegaConf.select(task, k) is not None for k in ("run.out_dir", "sweep.dir", "resources.cpus", "model"))
+
+
+def _compose(launcher: CotsweepLauncher, overrides: Sequence[str], num: int, sweep_dir: Path) -> Job:
+    assert launcher.hydra_context is not None and launcher.config is not None
+    cfg = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
+    with open_dict(cfg):
+        cfg.hydra.job.num = num
+    with _hydra_config(cfg):
+        task = _task_config(cfg)
+        tid = trial_id(task)
+    trial = _is_trial(task)
+    # HydraConfig.set_config marked the hydra node read-only
+    with read_write(cfg.hydra), open_dict(cfg):
+        # the job's id names its trial, in Hydra's outputs (hydra.job.id) as in the ledger;
+        # hydra.sweep.subdir=${hydra.job.id} gives content-addressed job directories
+        cfg.hydra.job.id = tid
+        if trial:
+            if int(OmegaConf.select(task, "resources.workers", default=1)) > 1:
+                raise LauncherError(
+                    f"job {' '.join(overrides)}: resources.workers > 1 (a data-parallel trial) runs with "
+                    "`cotsweep launch`; the Hydra launcher runs one process per job"
+                )
+            cfg.sweep.dir = str(sweep_dir)
+            cfg.sweep.name = str(cfg.hydra.job.name)
+            cfg.run.out_dir = str(sweep_dir / "trials" / tid)
+            cfg.run.progress = False
+    with _hydra_config(cfg):
+        task = _task_config(cfg)
+    return Job(num=num, overrides=list(overrides), config=cfg, task=task, id=tid, trial=trial)
+
+
+def _axes(overrides: list[str]) -> dict:
+    """key -> value of each override, plain JSON, for `cotsweep status`'s per-axis breakdown."""
+    out = {}
+    for o in OverridesParser.create().parse_overrides(overrides):
+        v = o.value()
+        out[o.get_key_element()] = v if isinstance(v, (int, float, str, bool, type(None))) else str(v)
+    return out
+
+
+# ---------------------------------------------------------------- per-job settings
+def _setting(launcher: CotsweepLauncher, job: Job, name: str, trial_key: str, default: Any) -> Any:
+    value = getattr(launcher, name)
+    if value is not None:
+        return value
+    if job.trial:
+        return OmegaConf.select(job.task, trial_key)
+    return default
+
+
+def _gpus(launcher: CotsweepLauncher, job: Job, cluster_gpus: float) -> float:
+    if launcher.num_gpus is not None:
+        return float(launcher.num_gpus)
+    if job.trial:
+        from cotsweep.sweep.engine import gpus_for
+
+        return gpus_for(job.task, cluster_gpus)
+    return DEFAULT_GPUS
+
+
+# ---------------------------------------------------------------- recorded returns
+def _save_return(sweep_dir: Path, tid: str, value: Any) -> None:
+    """Keep a done job's return value, so a later multirun that skips the job can give it back."""
+    try:
+        blob = ray.cloudpickle.dumps(value)
+    except Exception as e:  # an unpicklable return value is given back as None on a later run
+        log.warning(f"job {tid}: its return value cannot be pickled ({type(e).__name__}: {e}); not recorded")
+        return
+    files.atomic_write(sweep_dir / "trials" / tid / RETURN_FILE, blob)
+
+
+def _recorded_return(sweep_dir: Path, row: TrialRow) -> Any:
+    path = sweep_dir / "trials" / row.id / RETURN_FILE
+    if path.exists():
+        # the sweep directory's own file, written by _save_return of this user's earlier run
+        return pickle.loads(path.read_bytes())
+    out = OmegaConf.select(OmegaConf.create(row.config), "run.out_dir")
+    if out:  # finished by `cotsweep launch`: its result.json is what the trial returned
+        return files.read_json(Path(out) / files.RESULT)
+    return None
+
+
+def _job_return(job: Job, status: JobStatus, value: Any) -> JobReturn:
+    """A JobReturn for a job this launch did not run, shaped as ``run_job`` shapes its own."""
+    cfg = copy.deepcopy(job.config)
+    with _hydra_config(cfg):
+        out = os.path.join(str(OmegaConf.select(cfg, "hydra.sweep.dir")), str(OmegaConf.select(cfg, "hydra.sweep.subdir")))
+        with read_write(cfg.hydra.runtime), open_dict(cfg.hydra.runtime):
+            cfg.hydra.runtime.output_dir = os.path.abspath(out)
+        HydraConfig.instance().set_config(cfg)
+        hydra_cfg = copy.deepcopy(HydraConfig.instance().cfg)
+    chdir = hydra_cfg.hydra.job.chdir
+    if chdir is None:
+        chdir = not version.base_at_least("1.2")
+    ret = JobReturn()
+    ret.cfg = job.task
+    ret.hydra_cfg = hydra_cfg
+    ret.overrides = list(job.overrides)
+    ret.working_dir = os.path.abspath(out) if chdir else os.getcwd()
+    ret.task_name = JobRuntime.instance().get("name")
+    ret.status = status
+    ret.return_value = value
+    return ret
+
+
+# ---------------------------------------------------------------- the worker side
+def _run_job_on_worker(
+    config: DictConfig, task_function: TaskFunction, hydra_context: HydraContext, singleton_state: dict, driver_cwd: str
+) -> tuple[JobReturn, str | None, str]:
+    """Run one job in a Ray worker, with the driver's Hydra state; returns (JobReturn, traceback, host)."""
+    setup_globals()
+    state = {**singleton_state, "instances": dict(singleton_state["instances"])}
+    plugins = Singleton._instances.get(Plugins)
+    if plugins is not None:  # a reused worker keeps its scanned plugins instead of rescanning per job
+        state["instances"][Plugins] = plugins
+    Singleton.set_state(state)
+    here = os.getcwd()
+    if os.path.isdir(driver_cwd):  # relative sweep dirs and paths mean what they meant to the user
+        os.chdir(driver_cwd)
+    try:
+        ret = run_job(
+            hydra_context=hydra_context,
+            task_function=task_function,
+            config=config,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
+    finally:
+        os.chdir(here)
+    tb = None
+    if ret.status == JobStatus.FAILED:
+        exc = ret._return_value  # the public getter re-raises it; the traceback exists only here
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-TRACEBACK_TAIL:]
+        try:
+            ray.cloudpickle.dumps(exc)
+        except Exception:  # an exception Ray cannot ship back would look like a lost worker
+            ret.return_value = RuntimeError(f"{type(exc).__name__}: {exc}")
+    return ret, tb, socket.gethostname()
+
+
+# ---------------------------------------------------------------- the driver side
+def _error_kind(exc: BaseException) -> str:
+    trial = sys.modules.get("cotsweep.trial")  # imported already if a trial raised it
+    if trial is not None and isinstance(exc, trial.Diverged):
+        return "diverged"
+    return "error"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def launch(launcher: CotsweepLauncher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+    setup_globals()
+    assert launcher.config is not None and launcher.task_function is not None and launcher.hydra_context is not None
+    configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
+    sweep_dir = Path(str(launcher.config.hydra.sweep.dir)).resolve()
+    jobs = [_compose(launcher, ov, initial_job_idx + i, sweep_dir) for i, ov in enumerate(job_overrides)]
+
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    ledger = Ledger(sweep_dir, create=True)
+    try:
+        try:
+            ledger.acquire()
+        except LedgerLocked as e:
+            raise LauncherError(str(e)) from e
+        try:
+            ledger.requeue_running()  # we hold the lock: anything 'running' was left by a dead driver
+            ledger.add_trials((j.id, j.overrides, _axes(j.overrides), OmegaConf.to_yaml(j.task, resolve=True)) for j in jobs)
+            if ledger.get_meta("name") is None:
+                ledger.set_meta(name=str(launcher.config.hydra.job.name), source="hydra")
+            return _Batch(launcher, ledger, sweep_dir, jobs).run()
+        finally:
+            ledger.release()
+    finally:
+        ledger.close()
+
+
+class _Batch:
+    """One launch: which jobs to skip, and the ray.wait loop over the rest."""
+
+    def __init__(self, launcher: CotsweepLauncher, ledger: Ledger, sweep_dir: Path, jobs: list[Job]):
+        self.launcher = launcher
+        self.ledger = ledger
+        self.sweep_dir = sweep_dir
+        self.jobs = jobs
+        self.results: list[JobReturn | None] = [None] * len(jobs)
+        self.rows: dict[str, TrialRow] = {}
+
+    def run(self) -> list[JobReturn]:
+        rows = self.rows = {r.id: r for r in self.ledger.trials()}
+        to_run: list[int] = []
+        first: dict[str, int] = {}  # id -> position of the job that runs it
+        for pos, job in enumerate(self.jobs):
+            row = rows[job.id]
+            note = ""
+            if job.id in first:
+                note = f"same trial as job #{self.jobs[first[job.id]].num}"
+            elif row.state == "done":
+                self.results[pos] = _job_return(job, JobStatus.COMPLETED, _recorded_return(self.sweep_dir, row))
+                note = "done already"
+            elif row.state == "failed" and row.error_kind == "diverged":
+                # it would diverge again; `cotsweep resume DIR --reset-attempts` reruns it on purpose
+                err = RuntimeError(f"trial {job.id} diverged in an earlier run: {row.error}")
+                self.results[pos] = _job_return(job, JobStatus.FAILED, err)
+                note = "diverged earlier, not rerun"
+            else:
+                first[job.id] = pos
+                to_run.append(pos)
+            log.info(f"\t#{job.num} : {' '.join(filter_overrides(job.overrides))}  [{job.id}{', ' + note if note else ''}]")
+        log.info(
+            f"cotsweep launcher: {len(self.jobs)} jobs, {len(to_run)} to run, "
+            f"{len(self.jobs) - len(to_run)} skipped; sweep dir {self.sweep_dir}"
+        )
+        if to_run:
+            self._run_on_ray(to_run)
+        for pos, job in enumerate(self.jobs):
+            if self.results[pos] is None:  # a duplicate: the outcome of the job that ran its trial
+                ran = self.results[first[job.id]]
+                assert ran is not None
+                self.results[pos] = _job_return(job, ran.status, ran._return_value)
+        return [r for r in self.results if r is not None]
+
+    def _run_on_ray(self, to_run: list[int]) -> None:
+        launcher = self.launcher
+        # Ray stays up after the launch: a batched sweeper calls launch() again, and Ray's
+        # own exit handler stops an embedded Ray with the Hydra process.
+        cluster.connect(launcher.address, num_cpus=launcher.ray_num_cpus)
+        resources = cluster.cluster_resources()
+        cluster_gpus = resources.get("GPU", 0.0)
+        limit = launcher.max_concurrent or 2 * max(1, int(resources.get("CPU", 1)))
+        remote = ray.remote(_run_job_on_worker)
+        # shared by every job: put once, not shipped with each task
+        task_ref = ray.put(launcher.task_function)
+        context_ref = ray.put(launcher.hydra_context)
+        state_ref = ray.put(Singleton.get_state())
+        cwd = os.getcwd()
+
+        queue = list(to_run)
+        tries: dict[int, int] = {}
+        attempts = {pos: self.rows[self.jobs[pos].id].attempts for pos in to_run}
+        started: dict[int, float] = {}
+        inflight: dict[Any, int] = {}
+        last_beat = time.monotonic()
+        try:
+            while queue or inflight:
+                submitted = []
+                while queue and len(inflight) < limit:
+                    pos = queue.pop(0)
+                    job = self.jobs[pos]
+                    ref = remote.options(
+                        num_cpus=float(_setting(launcher, job, "num_cpus", "resources.cpus", DEFAULT_CPUS)),
+                        num_gpus=_gpus(launcher, job, cluster_gpus),
+                        max_retries=int(_setting(launcher, job, "max_retries", "resources.max_retries", DEFAULT_RETRIES)),
+                    ).remote(job.config, task_ref, context_ref, state_ref, cwd)
+                    inflight[ref] = pos
+                    tries[pos] = tries.get(pos, 0) + 1
+                    started[pos] = time.time()
+                    submitted.append((job.id, {"state": "running", "started": started[pos], "error": None}))
+                if submitted:
+                    self.ledger.update(submitted, [(tid, "submitted", None) for tid, _ in submitted])
+                ready, _ = ray.wait(list(inflight), num_returns=1, timeout=BEAT_EVERY_S)
+                changes, events = [], []
+                for ref in ready:
+                    pos = inflight.pop(ref)
+                    job = self.jobs[pos]
+                    attempts[pos] += 1
+                    col, event, retry = self._finished(ref, pos, tries[pos], started[pos])
+                    col["attempts"] = attempts[pos]
+                    changes.append((job.id, col))
+                    events.append((job.id, event, col.get("error")))
+                    if retry:
+                        queue.append(pos)
+                if changes:
+                    self.ledger.update(changes, events)
+                if time.monotonic() - last_beat > BEAT_EVERY_S:
+                    last_beat = time.monotonic()
+                    self._heartbeats(inflight.values())
+        except BaseException:
+            # Ctrl-C (or any error of the driver): what runs is stopped and goes back to
+            # pending; trials keep their checkpoints, so a relaunch continues them
+            for ref in inflight:
+                ray.cancel(ref, force=True)
+            self.ledger.update(
+                [(self.jobs[p].id, {"state": "pending"}) for p in inflight.values()],
+                [(self.jobs[p].id, "cancelled", "launcher interrupted") for p in inflight.values()],
+            )
+            raise
+
+    def _heartbeats(self, positions: Any) -> None:
+        """The driver's heartbeat, and each running trial's step and heartbeat, for `cotsweep status`."""
+        changes = []
+        for pos in positions:
+            job = self.jobs[pos]
+            beat = files.read_json(Path(job.task.run.out_dir) / files.HEARTBEAT) if job.trial else None
+            if beat:
+                changes.append((job.id, {"heartbeat": beat["time"], "step": beat["step"], "host": beat["host"]}))
+        self.ledger.update(changes)  # beats the driver's lock too
+
+    def _finished(self, ref: Any, pos: int, tries: int, started: float) -> tuple[dict, str, bool]:
+        """Ledger columns, event and retry decision for a finished task; fills the JobReturn when final."""
+        job = self.jobs[pos]
+        now = time.time()
+        try:
+            ret, tb, host = ray.get(ref)
+        except ray.exceptions.RayError as e:  # the worker or its node was lost, past Ray's own retries
+            ret, tb, host, kind = None, str(e)[-TRACEBACK_TAIL:], None, "lost"
+            exc: BaseException | None = e
+        else:
+            exc = ret._return_value if ret.status == JobStatus.FAILED else None
+            kind = "done" if exc is None else _error_kind(exc)
+        if exc is None:
+            assert ret is not None
+            self.results[pos] = ret
+            _save_return(self.sweep_dir, job.id, ret.return_value)
+            value = ret.return_value
+            steps = value.get("steps") if isinstance(value, dict) else None
+            col = {"state": "done", "ended": now, "wall_s": now - started, "host": host, "step": steps,
+                   "error": None, "error_kind": None, "traceback": None}
+            return col, "done", False
+        max_attempts = int(_setting(self.launcher, job, "max_attempts", "resources.max_attempts", DEFAULT_ATTEMPTS))
+        retry = kind in ("error", "lost") and tries < max_attempts
+        col = {"state": "pending" if retry else "failed", "ended": now, "host": host,
+               "error": _one_line(exc), "error_kind": kind, "traceback": tb}
+        if not retry:
+            self.results[pos] = ret if ret is not None else _job_return(job, JobStatus.FAILED, exc)
+            log.error(f"job #{job.num} ({job.id}) failed after {tries} attempt(s): {_one_line(exc)}")
+        else:
+            log.warning(f"job #{job.num} ({job.id}) raised {_one_line(exc)}; attempt {tries + 1} of {max_attempts}")
+        return col, kind, retry
