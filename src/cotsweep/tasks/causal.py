@@ -1,0 +1,507 @@
+"""causal: causal transitivity by axiomatic training (STUDIES.md §2, Vashishtha et al.).
+
+A premise is a list of sentences "A causes B." over a small causal graph, the
+hypothesis is "Does X cause Y?", and the label is Yes exactly when a directed
+path leads from X to Y (the transitivity axiom applied as often as needed)::
+
+    qz causes e. f causes qz. Does f cause e?      -> Yes
+
+Tokens *(paper's tokenizer; ids ours)*: node names character by character
+(``a``..``z``, ``A``..``Z``, ``0``..``9``), the words ``causes cause Does Yes
+No`` and the marks ``.`` ``?`` whole, and ``<pad>``. The example above is::
+
+    q z causes e . f causes q z . Does f cause e ?        label Yes read at "?"
+
+Only the label is supervised, at the example's own last position (the ``?``).
+Batches of different lengths are padded on the right with ``<pad>``; the model
+is causal, so what follows the label position never reaches it.
+
+Node names are 1-3 random letters or digits *(paper)*, distinct within an
+example, and never one of the fixed words *(ours: "No" or "Yes" as a node name
+would make the text ambiguous)*.
+
+Training chains *(paper: 3-6 nodes)*: ``task.length`` is the largest number of
+nodes of a training chain and ``task.min_length`` the smallest (*ours*: length
+counts nodes, as the paper's "chains of length 7-15" do). Each chain is
+*sequential* (every edge forward, listed in chain order) or *flipped* (each edge
+reversed with probability ``flip_prob``, which makes forks and colliders, still
+listed in chain order). The fraction of flipped chains is the training mix.
+Named presets (``task.mix``) stand for the paper's training sets; the paper
+names them but its exact mixes could not be read, so the numbers are *(ours)*
+and can be overridden (``task.flipped_fraction``, ``task.flip_prob``):
+
+- ``sequential``: flipped_fraction 0 -- the paper's sequential-only set;
+- ``TS1``: flipped_fraction 0.5, flip_prob 0.5 *(ours)* -- half sequential,
+  half flipped chains;
+- ``TS2``: flipped_fraction 0.75, flip_prob 0.5 *(ours)* -- leaning to flipped
+  chains; the set the reported table of STUDIES.md §2 was trained on;
+- ``custom``: both values given explicitly.
+
+(``flip_prob`` of the sequential preset only shapes the ``flip_N`` suites.)
+
+Labels are balanced exactly: the i-th example of a batch, set or suite asks a
+Yes question when i is odd and a No question when even, the pair being drawn
+uniformly among the pairs of mentioned nodes with that answer.
+
+Training data, as ``task.train_set_size`` says: 0 draws fresh examples for every
+step; N > 0 draws a fixed set of N examples once and walks through it in a new
+random order every epoch (the paper: about 175k examples, 100 epochs). Either
+way the examples of step s are a function of the trial's seed and s alone (the
+seed is the training generator's ``initial_seed()``), so a resumed trial sees
+exactly the stream it would have seen, and building a batch never waits on the
+device. Generation is plain Python per example (graphs are small); see
+``tests/test_causal.py`` for the measured rate.
+
+Evaluation suites, each reported as ``acc/<suite>`` beside ``acc`` (the training
+distribution), ``task.suite_size`` examples each (the paper: 500), balanced:
+
+=================  ==========================================================
+``seq_N``          sequential chain of N nodes (paper: N = 7..15, 20, 50)
+``flip_N``         chain of N nodes with edges flipped with ``flip_prob``
+``reversal``       sequential chain of min_length..length nodes, its sentences
+                   listed in reverse order (``reversal_N``: N nodes)
+``branch_N_bfK``   random DAG on N nodes with int(N * K/10) edges (paper:
+                   N = 5, 8, 10, 12; K = 14 or 20, branching factor 1.4 or 2.0):
+                   an Erdős-Rényi graph oriented along a random order, sentences
+                   in random order; questions only about mentioned nodes *(ours)*
+``long_names``     chains drawn as in training, with names of
+                   ``long_name_min``..``long_name_max`` characters *(ours: 4-6)*
+=================  ==========================================================
+
+The model's context (``model_spec().seq_len``) is the longest sequence any of
+the configured suites or the training data can produce.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from cotsweep.config import Setting, TaskConfig
+from cotsweep.tasks.base import IGNORE, Batch, ConfigError, ModelSpec, Task
+from cotsweep.tasks.registry import register
+
+PAD, CAUSES, CAUSE, DOES, YES, NO, DOT, QMARK = "<pad>", "causes", "cause", "Does", "Yes", "No", ".", "?"
+WORDS = (PAD, CAUSES, CAUSE, DOES, YES, NO, DOT, QMARK)
+NAME_CHARS = string.ascii_letters + string.digits
+ITOS = list(WORDS) + list(NAME_CHARS)
+STOI = {s: i for i, s in enumerate(ITOS)}
+FIXED_WORDS = frozenset((CAUSES, CAUSE, DOES, YES, NO))
+
+DEFAULT_SUITES = (
+    [f"seq_{n}" for n in (*range(7, 16), 20, 50)]
+    + [f"flip_{n}" for n in (*range(7, 16), 20, 50)]
+    + ["reversal"]
+    + [f"branch_{n}_bf{k}" for k in (14, 20) for n in (5, 8, 10, 12)]
+    + ["long_names"]
+)
+
+
+@dataclass(frozen=True)
+class Mix:
+    """A training set's mix: how many chains are flipped, and how much."""
+
+    flipped_fraction: float
+    flip_prob: float
+
+
+MIXES = {
+    "sequential": Mix(flipped_fraction=0.0, flip_prob=0.5),
+    "TS1": Mix(flipped_fraction=0.5, flip_prob=0.5),
+    "TS2": Mix(flipped_fraction=0.75, flip_prob=0.5),
+}
+
+
+@dataclass
+class CausalConfig(TaskConfig):
+    name: str = "causal"
+    length: int = 6  # most nodes of a training chain
+    min_length: int = 3  # fewest nodes of a training chain
+    mix: str = "TS2"  # sequential | TS1 | TS2 | custom
+    flipped_fraction: float | None = None  # None: the preset's
+    flip_prob: float | None = None  # None: the preset's
+    name_min: int = 1  # characters of a node name
+    name_max: int = 3
+    long_name_min: int = 4  # the long_names suite
+    long_name_max: int = 6
+    train_set_size: int = 0  # 0: fresh examples every step; N: a fixed set trained for epochs
+    suite_size: int = 200  # examples per evaluation suite (the paper: 500)
+    suites: list[str] = field(default_factory=lambda: list(DEFAULT_SUITES))
+
+
+# ---------------------------------------------------------------- examples
+@dataclass(frozen=True)
+class Example:
+    """One premise and question: sentences in the order they are read."""
+
+    edges: tuple[tuple[str, str], ...]
+    query: tuple[str, str]
+    label: bool
+    kind: str  # sequential | flipped | reversed | branching
+
+    @property
+    def text(self) -> str:
+        premise = " ".join(f"{a} causes {b}." for a, b in self.edges)
+        return f"{premise} Does {self.query[0]} cause {self.query[1]}?"
+
+    @property
+    def answer(self) -> str:
+        return YES if self.label else NO
+
+
+@dataclass(frozen=True)
+class Suite:
+    """How one family of examples is drawn (the training data is a suite too)."""
+
+    name: str
+    kind: str  # chain | reversal | branching
+    nodes: tuple[int, int]  # fewest, most
+    flipped_fraction: float = 0.0  # chains only: share of flipped chains
+    flip_prob: float = 0.0
+    branching: float = 0.0  # branching only: edges per node
+    name_len: tuple[int, int] = (1, 3)
+
+    def max_edges(self) -> int:
+        n = self.nodes[1]
+        if self.kind == "branching":
+            return min(int(n * self.branching), n * (n - 1) // 2)
+        return n - 1
+
+    def max_tokens(self) -> int:
+        """The longest token sequence this suite can produce (premise and question)."""
+        name = self.name_len[1]
+        return self.max_edges() * (2 * name + 2) + (2 * name + 3)
+
+
+def draw_names(rng: random.Random, n: int, name_len: tuple[int, int]) -> list[str]:
+    names: list[str] = []
+    seen: set[str] = set()
+    while len(names) < n:
+        name = "".join(rng.choice(NAME_CHARS) for _ in range(rng.randint(*name_len)))
+        if name not in seen and name not in FIXED_WORDS:
+            seen.add(name)
+            names.append(name)
+    return names
+
+
+def descendants(edges: Sequence[tuple[str, str]]) -> dict[str, set[str]]:
+    """Every mentioned node -> the nodes a directed path from it reaches."""
+    children: dict[str, list[str]] = {}
+    for a, b in edges:
+        children.setdefault(a, []).append(b)
+        children.setdefault(b, [])
+    out: dict[str, set[str]] = {}
+    for start in children:
+        seen: set[str] = set()
+        stack = list(children[start])
+        while stack:
+            v = stack.pop()
+            if v not in seen:
+                seen.add(v)
+                stack.extend(children[v])
+        out[start] = seen
+    return out
+
+
+def ask(rng: random.Random, edges: Sequence[tuple[str, str]], label: bool) -> tuple[str, str]:
+    """A question with the given answer, uniform over the ordered pairs of mentioned nodes that have it.
+
+    Both answers always exist: any sentence "a causes b" gives a Yes pair (a, b)
+    and, the graph being acyclic, a No pair (b, a).
+    """
+    reach = descendants(edges)
+    nodes = list(reach)
+    pairs = [(x, y) for x in nodes for y in nodes if x != y and (y in reach[x]) == label]
+    return rng.choice(pairs)
+
+
+def draw_example(rng: random.Random, suite: Suite, label: bool) -> Example:
+    n = rng.randint(*suite.nodes)
+    names = draw_names(rng, n, suite.name_len)
+    if suite.kind == "branching":
+        pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+        # the names are random, so their index order is a random topological order
+        m = min(int(n * suite.branching), len(pairs))
+        edges = [(names[i], names[j]) for i, j in rng.sample(pairs, m)]  # sampled in random order
+        kind = "branching"
+    else:
+        flipped = suite.kind == "chain" and rng.random() < suite.flipped_fraction
+        edges = []
+        for i in range(n - 1):
+            a, b = names[i], names[i + 1]
+            edges.append((b, a) if flipped and rng.random() < suite.flip_prob else (a, b))
+        kind = "flipped" if flipped else "sequential"
+        if suite.kind == "reversal":
+            edges.reverse()
+            kind = "reversed"
+    return Example(edges=tuple(edges), query=ask(rng, edges, label), label=label, kind=kind)
+
+
+def draw_examples(rng: random.Random, suite: Suite, count: int) -> list[Example]:
+    """``count`` examples; exactly balanced (Yes at odd indices)."""
+    return [draw_example(rng, suite, label=bool(i % 2)) for i in range(count)]
+
+
+# ---------------------------------------------------------------- tokens
+def encode(ex: Example) -> list[int]:
+    """The token ids the model reads: premise, then question, ending at "?"."""
+    ids = {name: [STOI[c] for c in name] for edge in ex.edges for name in edge}
+    ids.update({name: [STOI[c] for c in name] for name in ex.query})
+    out: list[int] = []
+    causes, dot = STOI[CAUSES], STOI[DOT]
+    for a, b in ex.edges:
+        out += ids[a]
+        out.append(causes)
+        out += ids[b]
+        out.append(dot)
+    out.append(STOI[DOES])
+    out += ids[ex.query[0]]
+    out.append(STOI[CAUSE])
+    out += ids[ex.query[1]]
+    out.append(STOI[QMARK])
+    return out
+
+
+def tokens_to_text(tokens: Sequence[str]) -> str:
+    """Token strings back to text: name characters join, words are spaced, marks attach."""
+    words: list[str] = []
+    name = ""
+    for t in tokens:
+        if t == PAD:
+            continue
+        if t in WORDS:
+            if name:
+                words.append(name)
+                name = ""
+            if t in (DOT, QMARK) and words:
+                words[-1] += t
+            else:
+                words.append(t)
+        else:
+            name += t
+    if name:
+        words.append(name)
+    return " ".join(words)
+
+
+def text_to_tokens(text: str) -> list[str]:
+    """The tokenizer: fixed words and marks whole, every other word character by character."""
+    out: list[str] = []
+    for word in text.split():
+        mark = word[-1] if word[-1] in (DOT, QMARK) else ""
+        body = word[: -1] if mark else word
+        if body in FIXED_WORDS:
+            out.append(body)
+        else:
+            bad = [c for c in body if c not in STOI or c in WORDS]
+            if bad or not body:
+                raise ValueError(f"cannot tokenize {word!r}: node names are letters and digits")
+            out += list(body)
+        if mark:
+            out.append(mark)
+    return out
+
+
+def stable_seed(*parts: object) -> int:
+    """A 63-bit seed from its parts, the same in every process (unlike ``hash``)."""
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+_SUITE_RE = re.compile(r"^(?:(seq|flip|reversal)(?:_(\d+))?|branch_(\d+)_bf(\d+)|long_names)$")
+
+
+# ---------------------------------------------------------------- the task
+@register("causal", CausalConfig)
+class Causal(Task):
+    itos = ITOS
+
+    def __init__(self, cfg, setting=Setting.base):
+        super().__init__(cfg, setting)
+        preset = MIXES.get(cfg.mix)
+        self.flipped_fraction = cfg.flipped_fraction if cfg.flipped_fraction is not None else (preset.flipped_fraction if preset else None)
+        self.flip_prob = cfg.flip_prob if cfg.flip_prob is not None else (preset.flip_prob if preset else None)
+        self.suite_names = list(cfg.suites)
+        self._pool: dict | None = None  # the fixed training set, built on first use
+        self._perms: dict[int, torch.Tensor] = {}
+        self._eval_cache: dict = {}
+
+    # -- configuration --------------------------------------------------------
+    def validate(self) -> None:
+        c = self.cfg
+        if Setting(self.setting) != Setting.base:
+            raise ConfigError("setting", Setting(self.setting).value, "the causal task has no chain of thought: use base")
+        if c.min_length < 2:
+            raise ConfigError("task.min_length", c.min_length, "a chain needs >= 2 nodes")
+        if c.length < c.min_length:
+            raise ConfigError("task.length", c.length, f"must be >= task.min_length={c.min_length}")
+        if c.mix not in MIXES and c.mix != "custom":
+            raise ConfigError("task.mix", c.mix, f"known mixes: {', '.join([*MIXES, 'custom'])}")
+        for key, value in (("flipped_fraction", self.flipped_fraction), ("flip_prob", self.flip_prob)):
+            if value is None:
+                raise ConfigError(f"task.{key}", value, "mix=custom needs it set")
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"task.{key}", value, "must be a probability in [0, 1]")
+        if not 1 <= c.name_min <= c.name_max:
+            raise ConfigError("task.name_min", c.name_min, f"must be in 1..task.name_max={c.name_max}")
+        if not c.name_max < c.long_name_min <= c.long_name_max:
+            raise ConfigError("task.long_name_min", c.long_name_min, f"must exceed task.name_max={c.name_max} and be <= task.long_name_max={c.long_name_max}")
+        if c.train_set_size < 0:
+            raise ConfigError("task.train_set_size", c.train_set_size, "must be >= 0 (0: fresh examples every step)")
+        if c.suite_size < 2:
+            raise ConfigError("task.suite_size", c.suite_size, "must be >= 2 (both answers)")
+        suites = [self.suite(s) for s in self.suite_names]
+        most = max(s.nodes[1] for s in [self.train_suite(), *suites])
+        names = sum(len(NAME_CHARS) ** k for k in range(c.name_min, c.name_max + 1))
+        if names < most + len(FIXED_WORDS):
+            raise ConfigError("task.name_max", c.name_max, f"too few distinct names for {most} nodes")
+
+    def train_suite(self) -> Suite:
+        c = self.cfg
+        return Suite(
+            "train", "chain", (c.min_length, c.length), self.flipped_fraction or 0.0, self.flip_prob or 0.0,
+            name_len=(c.name_min, c.name_max),
+        )
+
+    def suite(self, name: str) -> Suite:
+        """The evaluation suite called ``name`` (see the module docstring for the names)."""
+        c = self.cfg
+        m = _SUITE_RE.match(name)
+        if m is None:
+            raise ConfigError("task.suites", name, "suites are seq_N, flip_N, reversal, reversal_N, branch_N_bfK, long_names")
+        family, n, bn, bk = m.groups()
+        names = (c.name_min, c.name_max)
+        train = (c.min_length, c.length)
+        flip = self.flip_prob or 0.0
+        if family in ("seq", "flip"):
+            if n is None or int(n) < 2:
+                raise ConfigError("task.suites", name, f"{family}_N needs N >= 2 nodes")
+            frac = 1.0 if family == "flip" else 0.0
+            return Suite(name, "chain", (int(n), int(n)), frac, flip, name_len=names)
+        if family == "reversal":
+            nodes = (int(n), int(n)) if n else train
+            if nodes[0] < 2:
+                raise ConfigError("task.suites", name, "reversal_N needs N >= 2 nodes")
+            return Suite(name, "reversal", nodes, name_len=names)
+        if bn is not None:
+            if int(bn) < 2 or int(bk) < 1:
+                raise ConfigError("task.suites", name, "branch_N_bfK needs N >= 2 nodes and K >= 1 (K/10 edges per node)")
+            return Suite(name, "branching", (int(bn), int(bn)), branching=int(bk) / 10, name_len=names)
+        return Suite(name, "chain", train, self.flipped_fraction or 0.0, flip, name_len=(c.long_name_min, c.long_name_max))
+
+    # -- what the trial asks --------------------------------------------------
+    def model_spec(self) -> ModelSpec:
+        suites = [self.train_suite(), *(self.suite(s) for s in self.suite_names)]
+        return ModelSpec(seq_len=max(s.max_tokens() for s in suites), vocab_size=len(ITOS))
+
+    def chance(self) -> float:
+        return 0.5
+
+    def layout(self, examples: Sequence[Example], device: torch.device | str = "cpu") -> Batch:
+        """Right-padded token ids, the label at each example's own last position."""
+        seqs = [encode(ex) for ex in examples]
+        x, lengths, labels = _pad(seqs, [ex.label for ex in examples])
+        return _batch(x.to(device), lengths, labels.to(device))
+
+    def train_batch(self, batch_size: int, gen: torch.Generator, device: torch.device, step: int = 0) -> Batch:
+        seed = gen.initial_seed()
+        if self.cfg.train_set_size > 0:
+            return self._from_set(batch_size, seed, device, step)
+        rng = random.Random(stable_seed("causal/train", seed, step))
+        return self.layout(draw_examples(rng, self.train_suite(), batch_size), device)
+
+    def _from_set(self, batch_size: int, seed: int, device: torch.device, step: int) -> Batch:
+        """Step ``step`` of epochs over the fixed set: each epoch a fresh order, batches wrap across epochs."""
+        size = self.cfg.train_set_size
+        key = (seed, str(device))
+        if self._pool is None or self._pool["key"] != key:
+            rng = random.Random(stable_seed("causal/set", seed))
+            examples = draw_examples(rng, self.train_suite(), size)
+            x, lengths, labels = _pad([encode(ex) for ex in examples], [ex.label for ex in examples])
+            self._pool = {"key": key, "x": x.to(device), "lengths": lengths, "labels": labels.to(device)}
+            self._perms = {}
+        pos = (max(step, 1) - 1) * batch_size + torch.arange(batch_size)
+        epochs, within = pos // size, pos % size
+        idx = torch.empty(batch_size, dtype=torch.long)
+        for e in epochs.unique().tolist():
+            if e not in self._perms:
+                g = torch.Generator().manual_seed(stable_seed("causal/epoch", seed, e))
+                self._perms = {k: v for k, v in self._perms.items() if k >= e - 1}
+                self._perms[e] = torch.randperm(size, generator=g)
+            sel = epochs == e
+            idx[sel] = self._perms[e][within[sel]]
+        lengths = self._pool["lengths"][idx]
+        T = int(lengths.max())
+        dev_idx = idx.to(device, non_blocking=True)
+        return _batch(self._pool["x"][dev_idx, :T], lengths, self._pool["labels"][dev_idx])
+
+    def suite_examples(self, name: str, count: int, seed: int) -> list[Example]:
+        """The ``count`` examples of suite ``name`` (or ``train``) for evaluation seed ``seed``."""
+        suite = self.train_suite() if name == "train" else self.suite(name)
+        return draw_examples(random.Random(stable_seed("causal/eval", seed, name)), suite, count)
+
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module, n: int, gen: torch.Generator, device: torch.device) -> dict:
+        """``acc`` on the training distribution (n examples), ``acc/<suite>`` on every suite."""
+        seed = gen.initial_seed()
+        out = {"acc": self._accuracy(model, "train", n, seed, device)}
+        for name in self.suite_names:
+            out[f"acc/{name}"] = self._accuracy(model, name, self.cfg.suite_size, seed, device)
+        return out
+
+    def _accuracy(self, model, name: str, count: int, seed: int, device, chunk: int = 256) -> float:
+        key = (name, count, seed, str(device))
+        if key not in self._eval_cache:  # the same every evaluation: drawn once
+            exs = self.suite_examples(name, count, seed)
+            x, lengths, labels = _pad([encode(ex) for ex in exs], [ex.label for ex in exs])
+            self._eval_cache[key] = (x.to(device), lengths.to(device), labels.to(device))
+        x, lengths, labels = self._eval_cache[key]
+        correct = 0
+        for i in range(0, x.shape[0], chunk):
+            xb, lb = x[i : i + chunk], lengths[i : i + chunk]
+            xb = xb[:, : int(lb.max())]
+            logits = model(xb)  # (b, T, V)
+            pred = logits[torch.arange(xb.shape[0], device=xb.device), lb - 1].argmax(-1)
+            correct += int((pred == labels[i : i + chunk]).sum())
+        return correct / x.shape[0]
+
+    def sample(self, count: int, gen: torch.Generator) -> list[dict]:
+        rng = random.Random(stable_seed("causal/sample", gen.initial_seed()))
+        return [self.describe(ex) for ex in draw_examples(rng, self.train_suite(), count)]
+
+    @staticmethod
+    def describe(ex: Example) -> dict:
+        """An example as JSON: its graph, question, answer, text, and what the model reads and is taught."""
+        tokens = [ITOS[t] for t in encode(ex)]
+        return {
+            "edges": [list(e) for e in ex.edges],
+            "query": list(ex.query),
+            "label": ex.answer,
+            "kind": ex.kind,
+            "text": ex.text,
+            "tokens": tokens,
+            "labels": [None] * (len(tokens) - 1) + [ex.answer],
+        }
+
+
+def _pad(seqs: Sequence[list[int]], labels: Sequence[bool]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, T) right-padded ids, (B,) lengths, (B,) label token ids; all on the CPU."""
+    T = max(len(s) for s in seqs)
+    pad = STOI[PAD]
+    x = torch.tensor([s + [pad] * (T - len(s)) for s in seqs], dtype=torch.long)
+    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+    answer = torch.tensor([STOI[YES] if lab else STOI[NO] for lab in labels], dtype=torch.long)
+    return x, lengths, answer
+
+
+def _batch(x: torch.Tensor, lengths: torch.Tensor, answer: torch.Tensor) -> Batch:
+    y = torch.full_like(x, IGNORE)
+    rows = torch.arange(x.shape[0], device=x.device)
+    y[rows, lengths.to(x.device) - 1] = answer
+    return Batch(x=x, y=y)
