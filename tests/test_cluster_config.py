@@ -65,11 +65,15 @@ def aws_variant(text: str) -> dict[str, Any]:
 
 
 def on_prem_variant(text: str) -> dict[str, Any]:
-    """cluster.yaml after following its own instructions for on-premises use.
+    """cluster.yaml after following its own instructions for on-premises use."""
+    return yaml.safe_load(on_prem_text(text))
 
-    The AWS block is dropped and the on-premises block loses one level of `# `,
-    what an editor's toggle-comment does; its own comments are written `# # `
-    so they stay comments.
+
+def on_prem_text(text: str) -> str:
+    """The AWS block dropped, the on-premises block uncommented.
+
+    Uncommenting removes one level of `# `, what an editor's toggle-comment
+    does; the block's own comments are written `# # ` so they stay comments.
     """
     lines, mode = [], "keep"
     for line in text.splitlines():
@@ -84,7 +88,7 @@ def on_prem_variant(text: str) -> dict[str, Any]:
             lines.append(line[2:])
         elif mode == "keep":
             lines.append(line)
-    return yaml.safe_load("\n".join(lines))
+    return "\n".join(lines)
 
 
 def string_values(node: Any) -> list[str]:
@@ -160,6 +164,21 @@ def test_on_prem_variant_passes_ray_validation() -> None:
     cloud = aws_variant(cluster_text())
     for key in ("docker", "file_mounts", "setup_commands", "worker_setup_commands"):
         assert config[key] == cloud[key], key
+
+
+def test_a_comment_above_every_key() -> None:
+    """Ray's example configs explain every key; so does ours, in both variants."""
+    key = re.compile(r"^\s*(- )?[\"~A-Za-z_][^:#\s]*:(\s|$)")
+    for text in (cluster_text(), on_prem_text(cluster_text())):
+        above, bare, keys = "", [], 0
+        for line in text.splitlines():
+            if key.match(line):
+                keys += 1
+                if not above.lstrip().startswith("#"):
+                    bare.append(line.strip())
+            if line.strip():
+                above = line
+        assert keys > 20 and bare == []
 
 
 def test_image_is_pinned_to_the_installed_ray() -> None:
