@@ -8,6 +8,7 @@ and no usage stats: an embedded Ray open to the network is a known way in.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from typing import Any
@@ -36,7 +37,13 @@ def connect(address: str | None = None, *, num_cpus: float | None = None, num_gp
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS")
-    worker_env = {"env_vars": {**env, **_passthrough_env()}}
+    env_vars = {**env, **_passthrough_env()}
+    # Inside a Ray job, the job's runtime env is merged with ours, and Ray refuses
+    # a variable set in both (even to the same value): leave those to the job.
+    job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}") or "{}")
+    for k in job.get("runtime_env", {}).get("env_vars", {}) or {}:
+        env_vars.pop(k, None)
+    worker_env = {"env_vars": env_vars}
     if address:
         ray.init(address=address, runtime_env=worker_env, log_to_driver=False, logging_level="WARNING")
         return True

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import time
 import uuid
@@ -127,7 +128,10 @@ class Driver:
         resources = cluster.cluster_resources()
         cluster_gpus = resources.get("GPU", 0.0)
         capacity = max(1, int(resources.get("CPU", 1)))
-        limit = self.max_concurrent or 2 * capacity  # a short queue per core keeps Ray busy
+        # Embedded: a short queue per core keeps Ray busy without flooding it. On a
+        # cluster every trial waits in Ray's queue: the autoscaler sizes the cluster
+        # from the demand it sees.
+        limit = self.max_concurrent or (len(rows) if (self.address or os.environ.get("RAY_ADDRESS")) else 2 * capacity)
         queue = list(rows)
         tries: dict[str, int] = {}
         inflight: dict[Any, TrialRow] = {}
