@@ -232,3 +232,35 @@ def test_tasks_sample_prints_family_params_xs_ys():
             assert 1.0 <= p["freq"] <= 2.0 and "w" not in p
         else:
             assert 0.0 <= p["a"] <= 1.0 and {"w", "v", "freq"} <= set(p)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import cotsweep  # noqa: F401  (sets Ray's environment before ray is imported)
+    from cotsweep.sweep import cluster
+
+    started = cluster.connect(num_cpus=2)
+    yield
+    if started:
+        cluster.shutdown()
+
+
+def test_function_mixtures_cpu_sweep_runs_end_to_end_and_its_report_renders(tmp_path, ray_local):
+    from cotsweep.report import build_report
+    from cotsweep.sweep.engine import launch
+
+    d = tmp_path / "functions"
+    out = launch("function_mixtures_cpu", ["model.depth=1", "train.steps=40", "train.eval_every=20",
+                                           "train.eval_size=32", "train.warmup_steps=5", "run.log_every=10",
+                                           "tracking=none"], d, progress=False)
+    assert out.ok and out.counts["done"] == 2  # mixtures linear and linear+sinusoid
+    report = build_report(d)
+    md = report.markdown.read_text()
+    assert "In-context learning of function-class mixtures" in md
+    assert "failed to build" not in md
+    names = {p.name for p in report.images}
+    assert {"functions_error_vs_examples.png", "functions_error_vs_a.png", "functions_error_vs_frequency.png"} <= names
+    assert all(p.stat().st_size > 10_000 for p in report.images)
+    # the tables behind the figures: a row per mixture and model, and the baselines beside them
+    assert "| `linear+sinusoid` | model 1L×4H×64 |" in md and "best baseline" in md
+    assert "freq=4 †" in md  # outside the training range [1, 2]

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import NullLocator
 
 from cotsweep.report.document import Section
 from cotsweep.report.plots import new_figure, paper_style, save
@@ -233,6 +234,8 @@ def _sweep_figure(by_mix: dict, sizes: list[str], colours: dict, prefix: str, xk
                     extra = [Patch(color="#F0E442", alpha=0.4, label="training frequencies")]
             if log_x:
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_locator(NullLocator())
+                ax.set_xticks(list(x), [f"{v:g}" for v in x])
             ax.set_ylim(-0.03, Y_TOP)
             ax.set_title(f"trained on {m}")
             ax.set_xlabel(xlabel)
