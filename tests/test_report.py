@@ -240,6 +240,7 @@ def test_markdown_holds_the_tables_behind_the_plots(synthetic):
     for t in DRAWN:
         assert f"![{t}: accuracy against depth" in md
     assert "| setting | depth | n=4 | n=16 |" in md
+    assert "failed to build" not in md
     s5, cvp = (_task_part(md, t) for t in DRAWN)
     # seeds at 0.96, 0.97, 0.98: mean [min–max]
     assert _table_row(cvp, "base", "16").split("|")[3].strip() == "0.97 [0.96–0.98]"
@@ -342,12 +343,12 @@ def test_a_study_adds_its_section_by_registering_it(tmp_path):
 
 
 # ---------------------------------------------------------------- real trials
-def test_report_from_real_short_trials(tmp_path):
+def test_report_from_real_short_trials(tmp_path, one_thread):
     """Two depths × two settings of modadd, trained for a few steps, then reported."""
     for setting in ("base", "cot"):
         for depth in (1, 2):
             cfg = tiny_cfg([f"setting={setting}", f"model.depth={depth}", "task=modadd", "task.length=4",
-                            "train.steps=30", "train.eval_every=15", "train.eval_size=64", "run.log_every=5"])
+                            "train.steps=20", "train.eval_every=10", "train.eval_size=32", "run.log_every=5"])
             result = run_trial(cfg, tmp_path / "trials" / f"{setting}-d{depth}")
             assert 0.0 <= result["acc"] <= 1.0
     report = build_report(tmp_path)
@@ -364,3 +365,39 @@ def test_report_from_real_short_trials(tmp_path):
     for p in report.images:
         _assert_real_png(p)
     assert np.isfinite([r.series("train/loss")[1][-1] for r in records]).all()
+
+
+def test_an_empty_sweep_and_a_task_whose_every_trial_failed_still_report(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    md = build_report(empty).markdown.read_text()
+    assert "0 trials: none." in md and "failed to build" not in md
+
+    base_cfg = OmegaConf.to_container(tiny_cfg(), resolve=True, enum_to_str=True)
+    root = tmp_path / "broken"
+    rows = [_write_trial(root, base_cfg, "cvp", setting, depth, 8, 0, state="failed", error="Diverged: step 7")
+            for setting in ("base", "cot") for depth in (1, 4)]
+    _ledger(root, rows)
+    report = build_report(root)
+    md = report.markdown.read_text()
+    assert "failed to build" not in md
+    assert md.count("Diverged: step 7") == 4
+    assert "| base | failed | failed |" not in md  # one length: the rows are per depth
+    assert "| cot | 4 | failed |" in md
+    assert "chance unknown (no finished trial)" in md
+    for p in report.images:
+        imread(p)  # drawn, though every point is a gap
+
+
+def test_a_rebuild_drops_figures_of_points_no_longer_in_the_sweep(tmp_path):
+    base_cfg = OmegaConf.to_container(tiny_cfg(), resolve=True, enum_to_str=True)
+    for task in ("s5", "cvp"):
+        _write_trial(tmp_path, base_cfg, task, "cot", 1, 4, 0, state="done")
+    first = {p.name for p in build_report(tmp_path).images}
+    assert "accuracy_vs_depth_cvp.png" in first
+    for f in (tmp_path / "trials" / "cvp-cot-d1-n4-s0").iterdir():
+        f.unlink()
+    (tmp_path / "trials" / "cvp-cot-d1-n4-s0").rmdir()
+    second = build_report(tmp_path)
+    assert {p.name for p in (tmp_path / "report" / "figures").glob("*.png")} == {p.name for p in second.images}
+    assert not any("cvp" in p.name for p in second.images)

@@ -27,6 +27,7 @@ TASK_TITLES = {
     "cvp": "cvp — circuit value problem",
 }
 FINDINGS = Path(__file__).with_name("findings_cot.yaml")
+_PLOTTED = ("task", "setting", "depth", "length", "seed")
 
 
 @section(*TASKS, title="Chain of thought and serial depth (STUDIES.md §1)", order=10)
@@ -69,12 +70,18 @@ def _task(sec: Section, task: str, records: list[TrialRecord], ctx: ReportContex
         f"depths {', '.join(map(str, depths))}; input lengths {', '.join(map(str, lengths))}; "
         f"{n_seeds} seed{'s' if n_seeds != 1 else ''}. Points are means over seeds, bands their min–max; {chance_txt}."
     )
+    pooled = [k for k in sorted({k for r in records for k in r.axes}) if k not in _PLOTTED
+              and len(grid_values(records, k)) > 1]
+    if pooled:
+        sec.text(f"**Note:** these trials also vary in {', '.join(f'`{k}`' for k in pooled)}; the figures and tables "
+                 "below pool those values together with the seeds. The last table of the report separates them.")
 
     p = accuracy_against(
         records, ctx.figure_path(f"accuracy_vs_depth_{task}"), x="depth", line="setting", panel="length",
         title=f"{task}: accuracy against depth",
     )
-    sec.figure(p, f"{task}: accuracy against depth (log2), one line per setting, one panel per input length; "
+    scale = " (log2 scale)" if depths and min(depths) > 0 and max(depths) / min(depths) >= 4 else ""
+    sec.figure(p, f"{task}: accuracy against depth{scale}, one line per setting, one panel per input length; "
                   f"dashed: chance; ✕: no result.")
     if len(lengths) > 1:
         p = accuracy_against(

@@ -199,8 +199,12 @@ def _listing(items: list[tuple[str, float]], fmt) -> str:
     return f"{fmt(min(vals))} to {fmt(max(vals))} over {len(vals)} points"
 
 
+# what makes two points counterparts; other axes (train.steps, say) may differ by design between settings
+_MATCH_AXES = ("task", "setting", "depth", "length", "pos_encoding", "width", "heads")
+
+
 def _counterpart(records: list[TrialRecord], keys: list[str], key: tuple, vs: dict, metric: str) -> Cell | None:
-    want = dict(zip(keys, key, strict=True)) | vs
+    want = {k: v for k, v in zip(keys, key, strict=True) if k in _MATCH_AXES} | vs
     match = [r for r in records if all(r.axes.get(k) == v for k, v in want.items())]
     if not match:
         return None
