@@ -161,11 +161,11 @@ def _finish(out, args: argparse.Namespace) -> int:
     return 0 if out.ok else EXIT_FAILED
 
 
-def write_report(sweep_dir: Path) -> None:
+def write_report(sweep_dir: Path, threshold: float = 0.95) -> None:
     from cotsweep.report import build_report
 
-    path = build_report(sweep_dir)
-    console.print(f"report: {path}")
+    rep = build_report(Path(sweep_dir), solve_threshold=threshold)
+    console.print(f"report: {rep.markdown}\n        {rep.html}  ({len(rep.images)} figures)")
 
 
 def _sweep_errors():
@@ -225,7 +225,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     if not Path(args.dir).is_dir():
         raise BadInput(f"no sweep directory at {args.dir}")
-    write_report(Path(args.dir))
+    write_report(Path(args.dir), args.threshold)
     return 0
 
 
@@ -274,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("report", help="plots and tables into DIR/report/")
     rp.add_argument("dir")
+    rp.add_argument("--threshold", type=float, default=0.95, help="accuracy that counts as solved (heat maps, findings)")
     rp.set_defaults(fn=cmd_report)
 
     sy = sub.add_parser("sync", help="upload the sweep's offline W&B runs")
