@@ -84,6 +84,16 @@ def extra_flags() -> list[str]:
 class TestCotsweepLauncherIntegration(IntegrationTestSuite):
     """Hydra's end-to-end cases: job names, sweep dirs, original cwd, to_absolute_path."""
 
+    @pytest.mark.xfail(
+        strict=True,
+        raises=AssertionError,
+        reason="by design: this case runs two apps with the same (empty) config into the same "
+        "sweep dir; the second job is the same trial, done already in the ledger, so it is not "
+        "rerun and the second app's prints never happen. Strict: it fails if a done trial reruns.",
+    )
+    def test_to_absolute_path_multirun(self, tmpdir: Path, task_launcher_cfg: dict, extra_flags: list[str]) -> None:
+        super().test_to_absolute_path_multirun(tmpdir, task_launcher_cfg, extra_flags)
+
 
 # ---------------------------------------------------------------- discovery
 def test_plugin_is_discovered_without_importing_ray_or_torch():
@@ -190,3 +200,12 @@ def test_jobs_with_the_same_config_run_once_and_each_gets_its_return(tmp_path, h
         assert set(rows) == {ids[0], ids[1]}
         assert all(r["state"] == "done" and r["attempts"] == 1 for r in rows.values())
         assert sorted(p.name for p in sweep_dir.iterdir() if p.name.isdigit()) == ["0", "1"]  # job 2 never ran
+
+
+@pytest.mark.usefixtures("hydra_restore_singletons")
+def test_app_under_hydras_basic_launcher_runs_the_trial_in_the_job_dir(tmp_path):
+    # no ledger, no Ray: the trial lives in its Hydra job's output directory
+    sweep_dir = tmp_path / "plain"
+    assert hydra_app.cli(["-m", "task=modadd", *TRIAL, f"hydra.sweep.dir={sweep_dir}"]) == 0
+    assert files.read_json(sweep_dir / "0" / files.RESULT)["steps"] == 4
+    assert not (sweep_dir / "ledger.sqlite").exists()
