@@ -6,6 +6,7 @@
     cotsweep report DIR                        plots and tables into DIR/report/
     cotsweep sync DIR                          push offline W&B runs
     cotsweep train [overrides...]              one trial in the foreground
+    cotsweep train -m [overrides...]           Hydra multirun through the same engine (ledger, ids, Ray)
     cotsweep tasks sample TASK ...             examples of a task as JSON lines
 
 Exit codes: 0 success, 1 a trial failed, 2 bad input (nothing was started or
@@ -299,6 +300,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"] and any(a in ("-m", "--multirun") for a in argv[1:]):
+        # Hydra multirun: Hydra parses -m and the overrides itself; our launcher by default
+        from cotsweep.hydra_app import cli as hydra_cli
+
+        rest = argv[1:]
+        if not any(a.startswith("hydra/launcher=") for a in rest):
+            rest.append("hydra/launcher=cotsweep")
+        if not any(a.startswith("hydra.sweep.dir=") for a in rest):
+            rest.append("hydra.sweep.dir=runs/multirun")  # fixed, so a relaunch reruns nothing
+        return hydra_cli(rest)
     parser = build_parser()
     # Hydra overrides may stand before or after the flags: collect the strays as overrides
     args, rest = parser.parse_known_args(argv)
