@@ -185,7 +185,7 @@ def run_trial(
     if dctx.is_main:
         files.atomic_write(existing, resolved)
     if not task.trains:
-        return _run_simulation(cfg, task, out, dctx)
+        return _run_simulation(cfg, task, out, dctx, tracker)
     return _train(cfg, task, out, dctx, should_stop or (lambda: False), tracker, progress)
 
 
@@ -195,12 +195,16 @@ def _same_trial(path: Path, cfg: DictConfig) -> bool:
     return trial_id(OmegaConf.load(path)) == trial_id(cfg)
 
 
-def _run_simulation(cfg, task, out: Path, dctx: DistContext) -> dict:
+def _run_simulation(cfg, task, out: Path, dctx: DistContext, tracker) -> dict:
     t0 = time.time()
-    result = task.simulate()
+    result = task.simulate(seed=cfg.seed)
     result.update(wall_time_s=time.time() - t0, stop_reason="completed", device="cpu")
+    result = _with_axes(cfg, result)
     if dctx.is_main:
-        files.write_json(out / files.RESULT, _with_axes(cfg, result))
+        files.write_json(out / files.RESULT, result)
+        if tracker is not None:
+            tracker.start(None)
+            tracker.summary(result)
     return result
 
 

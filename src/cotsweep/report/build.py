@@ -184,12 +184,23 @@ def _varying(records: list[TrialRecord]) -> list[str]:
     return [k for k in keys if len(grid_values(records, k)) > 1 or k in ("setting", "depth", "length")]
 
 
+def _headline(res: dict) -> str:
+    """The figure of tasks scored otherwise than by accuracy (function error, skill k*)."""
+    ev = res.get("eval") or {}
+    if isinstance(ev.get("mse"), (int, float)):
+        return f"mse {ev['mse']:.3f}"
+    if isinstance(res.get("k_star"), (int, float)):
+        return f"k* {res['k_star']:.2f}"
+    return ""
+
+
 def _all_trials(records: list[TrialRecord]) -> Section:
     sec = Section("All trials")
     # the other axes only where they vary: a constant width is not a column worth reading
     extra = [k for k in sorted({k for r in records for k in r.axes} - {"task", "setting", "depth", "length", "seed"})
              if len(grid_values(records, k)) > 1]
-    head = ["trial", "task", "setting", "depth", "n", "seed", *extra, "state", "acc", "chain acc", "steps", "wall time (s)"]
+    head = ["trial", "task", "setting", "depth", "n", "seed", *extra, "state", "acc", "chain acc", "other", "steps",
+            "wall time (s)"]
     rows = []
     for r in records:
         a = r.axes
@@ -201,7 +212,8 @@ def _all_trials(records: list[TrialRecord]) -> Section:
 
         rows.append([f"`{r.id}`", a.get("task", "?"), a.get("setting", "?"), a.get("depth", "?"), a.get("length", "?"),
                      a.get("seed", "?"), *[a.get(k, "") for k in extra], r.state,
-                     num("acc", ".3f"), num("chain_acc", ".3f"), num("steps", "d"), num("wall_time_s", ".1f")])
+                     num("acc", ".3f"), num("chain_acc", ".3f"), _headline(res), num("steps", "d"),
+                     num("wall_time_s", ".1f")])
     sec.table(head, rows, caption="Every trial of the sweep, as its files and the ledger record it.")
     if any(r.state == FAILED for r in records):
         sec.text("Errors of failed trials are listed in the overview.")

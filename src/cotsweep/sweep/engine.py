@@ -93,10 +93,13 @@ def open_for_resume(sweep_dir: Path) -> Ledger:
 # ---------------------------------------------------------------- resources
 def gpus_for(cfg: Any, cluster_gpus: float) -> float:
     """GPUs per worker of a trial: the configured number, or a fraction sized from the model."""
+    from cotsweep.tasks import TASKS
+
     g = cfg.resources.gpus
     if g != "auto":
         return float(g)
-    if cluster_gpus <= 0 or str(cfg.run.device) == "cpu":
+    entry = TASKS.get(cfg.task.name)
+    if cluster_gpus <= 0 or str(cfg.run.device) == "cpu" or (entry is not None and not entry.cls.trains):
         return 0.0
     m = cfg.model
     params = 12 * m.depth * m.width**2  # the transformer blocks dominate

@@ -95,7 +95,7 @@ class Task:
         """Examples as JSON-ready dicts with the task's semantic fields, tokens and labels."""
         raise NotImplementedError
 
-    def simulate(self) -> dict:
+    def simulate(self, seed: int) -> dict:
         """For tasks with ``trains = False``: the whole trial, returning its result figures."""
         raise NotImplementedError
 
