@@ -52,6 +52,10 @@ exactly the stream it would have seen, and building a batch never waits on the
 device. Generation is plain Python per example (graphs are small); see
 ``tests/test_causal.py`` for the measured rate.
 
+The model's answer is the likelier of Yes and No at the "?" *(ours: the paper
+takes the argmax over the whole vocabulary; the two differ only where a model
+puts its mass on neither word, and ours keeps chance at exactly 0.5)*.
+
 Evaluation suites, each reported as ``acc/<suite>`` beside ``acc`` (the training
 distribution), ``task.suite_size`` examples each (the paper: 500), balanced:
 
@@ -331,6 +335,7 @@ class Causal(Task):
         self._pool: dict | None = None  # the fixed training set, built on first use
         self._perms: dict[int, torch.Tensor] = {}
         self._eval_cache: dict = {}
+        self.yes, self.no = STOI[YES], STOI[NO]
 
     # -- configuration --------------------------------------------------------
     def validate(self) -> None:
@@ -466,8 +471,8 @@ class Causal(Task):
         for i in range(0, x.shape[0], chunk):
             xb, lb = x[i : i + chunk], lengths[i : i + chunk]
             xb = xb[:, : int(lb.max())]
-            logits = model(xb)  # (b, T, V)
-            pred = logits[torch.arange(xb.shape[0], device=xb.device), lb - 1].argmax(-1)
+            last = model(xb)[torch.arange(xb.shape[0], device=xb.device), lb - 1]  # (b, V) at each "?"
+            pred = torch.where(last[:, self.yes] > last[:, self.no], self.yes, self.no)
             correct += int((pred == labels[i : i + chunk]).sum())
         return correct / x.shape[0]
 
