@@ -319,6 +319,35 @@ def test_generators_are_vectorised_over_the_batch(task: str) -> None:
     assert calls[0] == calls[1], f"{task}: {calls[0]} torch calls for 1 example, {calls[1]} for 300"
 
 
+HOST_DATA = {"tensor", "as_tensor", "from_numpy", "asarray"}
+
+
+@pytest.mark.parametrize("task", TASK_NAMES)
+def test_a_training_batch_copies_no_data_from_the_host(task: str) -> None:
+    """Once warm, a step's batch is made from generator draws alone.
+
+    A tensor built from Python data inside the step is a host-to-device copy on a GPU,
+    which waits for the GPU: a per-step synchronisation the trial must not have.
+    """
+    t = build(task, "cot", 8)
+    cpu = torch.device("cpu")
+    t.train_batch(2, torch.Generator().manual_seed(0), cpu)  # builds any cached tables
+
+    class HostData(TorchFunctionMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.made: list[str] = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if getattr(func, "__name__", "") in HOST_DATA:
+                self.made.append(func.__name__)
+            return func(*args, **(kwargs or {}))
+
+    with HostData() as watch:
+        t.train_batch(64, torch.Generator().manual_seed(1), cpu, step=2)
+    assert watch.made == [], f"{task}: {watch.made}"
+
+
 def problems_on(task: str, length: int, device: torch.device, seed: int) -> tuple[SerialProblems, Any]:
     t = build(task, "cot", length)
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -357,3 +386,10 @@ def test_generation_happens_on_the_requested_device_cuda(task: str) -> None:
         # deterministic on the device too
         again = t.problems(512, torch.Generator(device=cuda).manual_seed(3), cuda)
         assert torch.equal(again.inputs, p.inputs) and torch.equal(again.chain, p.chain)
+        # and, once warm, a training batch never makes the host wait for the GPU
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            t.train_batch(512, gen, cuda, step=2)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")

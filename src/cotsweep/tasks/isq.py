@@ -34,6 +34,8 @@ class Isq(SerialTask):
         self.itos = [str(i) for i in range(max(cfg.prime_bound, 3))] + ["^2", "="]
         super().__init__(cfg, setting)
         self.primes = primes_below(cfg.prime_bound)
+        # one copy per device: made every step, it would be a host synchronisation on a GPU
+        self._primes: dict[torch.device, torch.Tensor] = {}
 
     def validate(self) -> None:
         super().validate()
@@ -48,7 +50,9 @@ class Isq(SerialTask):
 
     def problems(self, batch_size, gen, device) -> SerialProblems:
         n = self.cfg.length
-        primes = torch.tensor(self.primes, dtype=torch.long, device=device)
+        if device not in self._primes:
+            self._primes[device] = torch.tensor(self.primes, dtype=torch.long, device=device)
+        primes = self._primes[device]
         p = primes[randint(0, len(self.primes), (batch_size,), gen, device)]
         u = torch.rand(batch_size, generator=gen, device=gen.device).to(device)
         r = (u * p).long().clamp_max(p - 1)  # uniform in 0..p-1

@@ -47,8 +47,15 @@ class S5(SerialTask):
 
     @staticmethod
     def encode(p: torch.Tensor) -> torch.Tensor:
-        """(..., 5) permutations -> (...,) base-5 codes."""
-        return (p * torch.tensor([625, 125, 25, 5, 1], device=p.device)).sum(-1)
+        """(..., 5) permutations -> (...,) base-5 codes.
+
+        Horner's rule with Python constants: a tensor of weights made here would be a
+        host-to-device copy, and so a host synchronisation, at every training step on a GPU.
+        """
+        code = p[..., 0]
+        for j in range(1, 5):
+            code = code * 5 + p[..., j]
+        return code
 
     def input_len(self) -> int:
         return self.cfg.length
