@@ -154,9 +154,9 @@ def causal_section(records: list[TrialRecord], ctx: ReportContext) -> Section:
         return sec
     _headline(sec, groups)
     path = length_figure(groups, ctx.figure_path("causal_accuracy_vs_chain_length"))
-    sec.figure(path, "accuracy against chain length (nodes), one line per positional encoding; dashed: the "
-                     "reported accuracies (TS2), the same in both columns since the transcription does not say "
-                     "which chains they are")
+    sec.figure(path, "accuracy against chain length (nodes), one line per positional encoding, one row per "
+                     "training mix; dashed: the reported accuracies (trained on TS2), drawn in both columns since "
+                     "the transcription does not say which chains they are")
     for kind, title in CHAIN_KINDS:
         _length_table(sec, groups, records, kind, title)
     _others_table(sec, groups, records)
@@ -207,6 +207,8 @@ def length_figure(groups: dict, path: Path) -> Path:
     encs = [e for e in ENCODINGS if any(k[1] == e for k in groups)] + sorted(
         {k[1] for k in groups if k[1] not in ENCODINGS})
     lowest = 0.3
+    # the reported figures sit beside the trials of their own training set; on every row if none ran
+    reported_row = any(m == REPORTED["mix"] for m, _ in rows)
     with paper_style():
         fig, axes = new_figure(len(rows), 2, panel_w=4.6, extra_w=0.4, extra_h=1.1)
         for i, (mix, rest) in enumerate(rows):
@@ -226,13 +228,13 @@ def length_figure(groups: dict, path: Path) -> Path:
                     ax.plot(xs, [c.mean for c in cs], marker="o", color=col)
                     ax.fill_between(xs, [c.lo for c in cs], [c.hi for c in cs], color=col, alpha=0.18, linewidth=0)
                     lowest = min([lowest] + [c.lo for c in cs if not c.is_gap])
-                for enc, vals in REPORTED["rows"].items():
+                for enc, vals in (REPORTED["rows"].items() if mix == REPORTED["mix"] or not reported_row else ()):
                     pts = [(pos[n], v) for n, v in zip(REPORTED["lengths"], vals, strict=True) if n in pos]
                     if pts:
                         ax.plot(*zip(*pts, strict=True), linestyle="--", linewidth=1.2, marker=".",
                                 color=ENCODING_COLOURS.get(enc, "0.45"), alpha=0.8)
                 ax.axhline(0.5, color="0.35", linestyle=":", linewidth=1.0, zorder=1)
-                ax.set_title(f"{mix}{' ' + rest if rest else ''} — {title}")
+                ax.set_title(f"trained on {mix}{' ' + rest if rest else ''}: {title}")
                 ax.set_xlabel("chain length (nodes)")
                 if j == 0:
                     ax.set_ylabel("accuracy")
