@@ -240,6 +240,26 @@ def test_generation_is_fast_enough() -> None:
     assert rate > 10_000, f"{rate:.0f} training examples/s"
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("set_size", [0, 500])
+def test_a_training_batch_never_makes_the_host_wait_for_the_gpu(set_size: int) -> None:
+    """Batches are built on the host; their copy to the GPU is queued, never waited for."""
+    cuda = torch.device("cuda")
+    t = task_for(f"task.train_set_size={set_size}")
+    gen = torch.Generator(device=cuda).manual_seed(0)
+    cpu_batch = t.train_batch(64, torch.Generator().manual_seed(0), torch.device("cpu"), 1)
+    t.train_batch(64, gen, cuda, 1)  # warm: the fixed set, pinned buffers
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        b = t.train_batch(64, gen, cuda, 2)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert b.x.device.type == "cuda" and b.y.device.type == "cuda"
+    first = t.train_batch(64, gen, cuda, 1)
+    assert torch.equal(first.x.cpu(), cpu_batch.x) and torch.equal(first.y.cpu(), cpu_batch.y)
+
+
 # ---------------------------------------------------------------- config
 @pytest.mark.parametrize(
     "overrides,key",

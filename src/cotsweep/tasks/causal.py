@@ -416,7 +416,8 @@ class Causal(Task):
         """Right-padded token ids, the label at each example's own last position."""
         seqs = [encode(ex) for ex in examples]
         x, lengths, labels = _pad(seqs, [ex.label for ex in examples])
-        return _batch(x.to(device), lengths, labels.to(device))
+        y = _labels(x, lengths, labels)
+        return Batch(x=_to_device(x, device), y=_to_device(y, device))
 
     def train_batch(self, batch_size: int, gen: torch.Generator, device: torch.device, step: int = 0) -> Batch:
         seed = gen.initial_seed()
@@ -433,7 +434,8 @@ class Causal(Task):
             rng = random.Random(stable_seed("causal/set", seed))
             examples = draw_examples(rng, self.train_suite(), size)
             x, lengths, labels = _pad([encode(ex) for ex in examples], [ex.label for ex in examples])
-            self._pool = {"key": key, "x": x.to(device), "lengths": lengths, "labels": labels.to(device)}
+            y = _labels(x, lengths, labels)
+            self._pool = {"key": key, "x": x.to(device), "y": y.to(device), "lengths": lengths}
             self._perms = {}
         pos = (max(step, 1) - 1) * batch_size + torch.arange(batch_size)
         epochs, within = pos // size, pos % size
@@ -447,8 +449,8 @@ class Causal(Task):
             idx[sel] = self._perms[e][within[sel]]
         lengths = self._pool["lengths"][idx]
         T = int(lengths.max())
-        dev_idx = idx.to(device, non_blocking=True)
-        return _batch(self._pool["x"][dev_idx, :T], lengths, self._pool["labels"][dev_idx])
+        dev_idx = _to_device(idx, device)
+        return Batch(x=self._pool["x"][dev_idx, :T], y=self._pool["y"][dev_idx, :T])
 
     def suite_examples(self, name: str, count: int, seed: int) -> list[Example]:
         """The ``count`` examples of suite ``name`` (or ``train``) for evaluation seed ``seed``."""
@@ -469,16 +471,15 @@ class Causal(Task):
         if key not in self._eval_cache:  # the same every evaluation: drawn once
             exs = self.suite_examples(name, count, seed)
             x, lengths, labels = _pad([encode(ex) for ex in exs], [ex.label for ex in exs])
-            self._eval_cache[key] = (x.to(device), lengths.to(device), labels.to(device))
-        x, lengths, labels = self._eval_cache[key]
-        correct = 0
+            self._eval_cache[key] = (x.to(device), lengths, lengths.to(device), labels.to(device))
+        x, lengths, lengths_dev, labels = self._eval_cache[key]
+        correct = torch.zeros((), dtype=torch.long, device=x.device)
         for i in range(0, x.shape[0], chunk):
-            xb, lb = x[i : i + chunk], lengths[i : i + chunk]
-            xb = xb[:, : int(lb.max())]
-            last = model(xb)[torch.arange(xb.shape[0], device=xb.device), lb - 1]  # (b, V) at each "?"
+            xb = x[i : i + chunk, : int(lengths[i : i + chunk].max())]
+            last = model(xb)[torch.arange(xb.shape[0], device=xb.device), lengths_dev[i : i + chunk] - 1]  # (b, V) at "?"
             pred = torch.where(last[:, self.yes] > last[:, self.no], self.yes, self.no)
-            correct += int((pred == labels[i : i + chunk]).sum())
-        return correct / x.shape[0]
+            correct += (pred == labels[i : i + chunk]).sum()
+        return int(correct) / x.shape[0]
 
     def sample(self, count: int, gen: torch.Generator) -> list[dict]:
         rng = random.Random(stable_seed("causal/sample", gen.initial_seed()))
@@ -509,8 +510,20 @@ def _pad(seqs: Sequence[list[int]], labels: Sequence[bool]) -> tuple[torch.Tenso
     return x, lengths, answer
 
 
-def _batch(x: torch.Tensor, lengths: torch.Tensor, answer: torch.Tensor) -> Batch:
+def _labels(x: torch.Tensor, lengths: torch.Tensor, answer: torch.Tensor) -> torch.Tensor:
+    """(B, T) IGNORE everywhere but each example's last position, which holds its answer."""
     y = torch.full_like(x, IGNORE)
-    rows = torch.arange(x.shape[0], device=x.device)
-    y[rows, lengths.to(x.device) - 1] = answer
-    return Batch(x=x, y=y)
+    y[torch.arange(x.shape[0]), lengths - 1] = answer
+    return y
+
+
+def _to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """A host tensor onto ``device`` without making the host wait for the device.
+
+    A plain copy to a GPU waits for the stream; from pinned memory with
+    ``non_blocking`` it is queued, so the host goes on to build the next batch.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
