@@ -281,3 +281,25 @@ def test_sync_without_a_key_says_so(tmp_path: Path, wandb_sandbox):
     assert tracking.sync_sweep(sweep, dry_run=True) == 1
     assert wandb_sandbox.requests[before:] == []
     assert tracking.sync_sweep(tmp_path / "empty") == 0
+
+
+def test_online_init_failure_falls_back_to_offline(tmp_path: Path, monkeypatch):
+    """A key but no reachable server (a closed loopback port): the trial mirrors offline instead."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"  # closed again when the block ends
+    key = "beef" * 10
+    monkeypatch.setenv("WANDB_API_KEY", key)
+    monkeypatch.setenv("WANDB_BASE_URL", dead)
+    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "3")
+    cfg = tiny_cfg([*TRIAL, "tracking.wandb.mode=online", "train.steps=10", "train.eval_every=10", "run.log_every=5"])
+    out = tmp_path / "trial"
+    result, tracker, err = run_tracked(cfg, out)
+    assert err is None and result["steps"] == 10
+    assert tracker.error is None and tracker.mode == "offline"
+    offline = [f for f in tracking.run_folders(out / "wandb") if f.name.startswith("offline-run-")]
+    assert [h["_step"] for h in tracking.read_run_log(offline[0]).history] == [5, 10]
+    for path, data in all_bytes_under(out):
+        assert key.encode() not in data, path

@@ -59,6 +59,8 @@ FLUSH_TIMEOUT_S = 10.0  # how long finish waits for wandb-core to write the run'
 SYNC_BATCH = 200  # run folders per `wandb sync` call: keeps the command line short
 
 _notified: set[str] = set()  # offline notices already printed in this process
+_live_runs = 0  # runs of this process between init and finish (wandb-core is shared by them)
+_live_lock = threading.Lock()
 
 
 class SyncError(RuntimeError):
@@ -76,13 +78,24 @@ def _base_url() -> str:
     return os.environ.get("WANDB_BASE_URL") or default
 
 
+def _netrc_path() -> Path:
+    """Where wandb looks for a netrc file (NETRC, else ~/.netrc, else ~/_netrc)."""
+    if os.environ.get("NETRC"):
+        return Path(os.environ["NETRC"]).expanduser()
+    home = Path("~/.netrc").expanduser()
+    return home if home.exists() or not Path("~/_netrc").expanduser().exists() else Path("~/_netrc").expanduser()
+
+
 def api_key_configured() -> bool:
     """Whether W&B credentials exist on this machine, found without any network call.
 
     The key itself is never returned, so it cannot leak into a config or a log.
+    Without a netrc file this does not even import wandb (a second of start-up).
     """
     if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
         return True
+    if not _netrc_path().is_file():
+        return False
     host = _base_url()
     try:
         from wandb.sdk.lib.wbauth import wbnetrc
@@ -95,9 +108,8 @@ def api_key_configured() -> bool:
     import netrc
     from urllib.parse import urlsplit
 
-    path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
     try:
-        entries = netrc.netrc(path)
+        entries = netrc.netrc(str(_netrc_path()))
     except (OSError, netrc.NetrcParseError):
         return False
     hosts = {urlsplit(host).hostname, "api.wandb.ai"}
@@ -130,16 +142,16 @@ def resolve_mode(mode: str | None) -> str:
     return mode
 
 
-def offline_notice(target: Path | str) -> str:
+def offline_notice(target: Path | str, reason: str = "no API key") -> str:
     """The one line that tells a user where offline runs are and how to upload them."""
-    return f"W&B is offline (no API key): runs are saved under {target}; upload them with: cotsweep sync {target}"
+    return f"W&B is offline ({reason}): runs are saved under {target}; upload them with: cotsweep sync {target}"
 
 
-def _notify_offline(target: Path) -> None:
+def _notify_offline(target: Path, reason: str = "no API key") -> None:
     key = str(target)
     if key not in _notified:
         _notified.add(key)
-        print(offline_notice(target), file=sys.stderr, flush=True)
+        print(offline_notice(target, reason), file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------- run identity
@@ -185,7 +197,7 @@ class _Row:
 
 def _loggable(metrics: dict) -> dict:
     """Scalars only: W&B charts numbers; lists (per-step chain accuracy) stay in metrics.jsonl."""
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, bool)) and not isinstance(v, str)}
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, bool))}
 
 
 class Tracker:
@@ -294,22 +306,18 @@ class Tracker:
         if run is not None:
             try:
                 # an interrupted or failed attempt shows as failed until a later one finishes it
-                run.finish(exit_code=0 if self._completed and not self._off else 1)
-                _wait_written(run)
+                _finish_run(run, exit_code=0 if self._completed and not self._off else 1)
             except Exception as e:
                 self._fail("wandb finish", e)
 
     def _open(self, resume_step: int | None) -> Any:
-        import wandb
-
         wandb_dir = self.trial_dir / WANDB_DIR
         # Before init creates this attempt's folder: what earlier attempts already mirrored.
         self._skip_upto = last_logged_step(wandb_dir, self.trial_id)
         wandb_dir.mkdir(parents=True, exist_ok=True)
-        run = wandb.init(mode=self.mode, resume="allow", reinit="create_new", settings=_run_settings(), **self._init_kwargs)
-        if self.mode == "online" and getattr(run, "resumed", False):
-            # online, the server knows the last step even if the local logs were lost
-            self._skip_upto = max(self._skip_upto, int(getattr(run, "step", 0) or 0) - 1)
+        run, self.mode = _init_run(self.mode, self.trial_dir, **self._init_kwargs)
+        # online, the server knows the last step even where the local logs were lost
+        self._skip_upto = max(self._skip_upto, int(getattr(run, "starting_step", 0) or 0) - 1)
         self.run_dir = Path(run.dir).parent if getattr(run, "dir", None) else None
         if resume_step is not None:
             run.summary["resumed_from_step"] = resume_step
@@ -340,6 +348,45 @@ class Tracker:
         return pending
 
 
+def _init_run(mode: str, notice_dir: Path, **kwargs: Any) -> tuple[Any, str]:
+    """``wandb.init`` resuming the run id; online, a failure falls back to offline.
+
+    An online init that fails (no network, a refused key) costs the init
+    timeout once; the run then goes on offline and `cotsweep sync` uploads it
+    later. wandb 0.31 keeps a failed run's id busy in wandb-core ("run ID ... is
+    in use"), so the fallback restarts wandb-core, which is only safe when no
+    other run of this process is live; otherwise the error stands.
+    """
+    import wandb
+
+    global _live_runs
+    try:
+        run = wandb.init(mode=mode, resume="allow", reinit="create_new", settings=_run_settings(), **kwargs)
+    except Exception as e:
+        with _live_lock:
+            if mode != "online" or _live_runs:
+                raise
+            log.warning("W&B online init of run %s failed (%s: %s); logging offline instead", kwargs.get("id"), type(e).__name__, e)
+            wandb.teardown()
+            run = wandb.init(mode="offline", resume="allow", reinit="create_new", settings=_run_settings(), **kwargs)
+            mode = "offline"
+        _notify_offline(notice_dir, "the W&B server could not be reached")
+    with _live_lock:
+        _live_runs += 1
+    return run, mode
+
+
+def _finish_run(run: Any, exit_code: int = 0) -> None:
+    """Finish a run and wait until its transaction log is on disk."""
+    global _live_runs
+    try:
+        run.finish(exit_code=exit_code)
+        _wait_written(run)
+    finally:
+        with _live_lock:
+            _live_runs -= 1
+
+
 def _run_settings() -> Any:
     """Settings that keep W&B off the trial's path: no console capture, no system probes."""
     import wandb
@@ -354,8 +401,11 @@ def _run_settings() -> Any:
         # servers over the network; trials report their own throughput instead.
         x_disable_stats=True,
     )
-    if "WANDB_INIT_TIMEOUT" not in os.environ:
-        kw["init_timeout"] = DEFAULT_INIT_TIMEOUT_S
+    # wandb reads its environment once per process; these two are read at each run so that
+    # they agree with the mode this module resolved from the environment just now.
+    kw["init_timeout"] = float(os.environ.get("WANDB_INIT_TIMEOUT") or DEFAULT_INIT_TIMEOUT_S)
+    if os.environ.get("WANDB_BASE_URL"):
+        kw["base_url"] = os.environ["WANDB_BASE_URL"]
     return wandb.Settings(**kw)
 
 
@@ -583,9 +633,10 @@ def sync_sweep(sweep_dir: Path | str, *, dry_run: bool = False) -> int:
         batches[-1].extend(folders)
     for batch in batches:
         cmd = [sys.executable, "-m", "wandb", "sync", *(["--dry-run"] if dry_run else []), *map(str, batch)]
-        done = subprocess.run(cmd, capture_output=True, text=True)
+        # a real upload shows wandb's own progress on the terminal; a dry run stays quiet
+        done = subprocess.run(cmd, capture_output=dry_run, text=True)
         if done.returncode != 0:
-            raise SyncError(f"wandb sync failed ({done.returncode}): {(done.stderr or done.stdout).strip()[-2000:]}")
+            raise SyncError(f"wandb sync failed with exit status {done.returncode}" + (f": {(done.stderr or done.stdout).strip()[-2000:]}" if dry_run else ""))
     if dry_run:
         return len(runs)
     return sum(all(_is_synced(f) for f in folders) for folders in runs.values())
@@ -627,6 +678,8 @@ def accuracy_by_depth(rows: Iterable[dict]) -> dict[str, dict[str, list[tuple[in
     acc: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         if r.get("state", "done") != "done" or not isinstance(r.get("acc"), (int, float)):
+            continue  # failed and missing trials are gaps, not zeros
+        if any(r.get(k) is None for k in ("task", "setting", "length", "depth")):
             continue
         acc[(r["task"], f"{r['setting']} n={r['length']}")][int(r["depth"])].append(float(r["acc"]))
     out: dict[str, dict[str, list[tuple[int, float]]]] = defaultdict(dict)
@@ -665,11 +718,10 @@ def log_sweep_summary(
 
         rid = _summary_run_id(sweep_dir, sweep_name)
         step = last_logged_step(sweep_dir / WANDB_DIR, rid) + 1
-        run = wandb.init(
-            mode=mode,
+        run, mode = _init_run(
+            mode,
+            sweep_dir,
             id=rid,
-            resume="allow",
-            reinit="create_new",
             project=wcfg["project"] or "cotsweep",
             entity=wcfg["entity"] or None,
             group=sweep_name or "train",
@@ -678,15 +730,14 @@ def log_sweep_summary(
             tags=["summary", *[str(t) for t in wcfg["tags"] or []]],
             config={"sweep": sweep_name, "sweep_dir": str(sweep_dir.resolve()), "trials": len(rows)},
             dir=str(sweep_dir),
-            settings=_run_settings(),
         )
-        if mode == "online" and getattr(run, "resumed", False):
-            step = max(step, int(getattr(run, "step", 0) or 0))
+        step = max(step, int(getattr(run, "starting_step", 0) or 0))
         columns = _table_columns(rows)
         table = wandb.Table(columns=columns, data=[[_cell(r.get(c)) for c in columns] for r in rows], allow_mixed_types=True)
         payload: dict[str, Any] = {"trials": table}
         for image in images:
-            payload[f"report/{Path(image).stem}"] = wandb.Image(str(image))
+            if Path(image).is_file():  # a plot the report could not draw is not a reason to lose the table
+                payload[f"report/{Path(image).stem}"] = wandb.Image(str(image))
         for task, series in accuracy_by_depth(rows).items():
             names = list(series)
             payload[f"acc_vs_depth/{task}"] = wandb.plot.line_series(
@@ -701,8 +752,8 @@ def log_sweep_summary(
         for r in rows:
             states[str(r.get("state", "done"))] += 1
         run.summary.update({f"trials/{k}": v for k, v in states.items()})
-        run.finish()
-        _wait_written(run)
+        finishing, run = run, None
+        _finish_run(finishing)
         if mode == "offline":
             _notify_offline(sweep_dir)
         return rid
@@ -710,7 +761,7 @@ def log_sweep_summary(
         log.error("W&B summary run of sweep %s failed (%s: %s); the report is unaffected", sweep_name, type(e).__name__, e)
         if run is not None:
             try:
-                run.finish(exit_code=1)
+                _finish_run(run, exit_code=1)
             except Exception:
                 pass
         return None
