@@ -57,9 +57,9 @@ def tmp(tmp_path: Path) -> Path:
     return tmp_path / "trial"
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def one_thread() -> Iterator[None]:
-    """Run torch on one thread, as a timed CPU test is specified, and restore the count after.
+    """Run torch on one thread in every test (autouse), and restore the count after.
 
     The test machines are shared; one thread also makes timings comparable between runs.
     """

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 console = Console(stderr=True)
 
@@ -37,8 +38,11 @@ def describe_error(e: BaseException) -> str:
     while e is not None and id(e) not in seen:
         seen.add(id(e))
         msg = str(e).strip()
-        if msg and msg not in parts:
+        # OmegaConf also raises its unfilled message templates ("Invalid value '$VALUE'")
+        if msg and msg not in parts and "$VALUE" not in msg and "$KEY" not in msg:
             parts.append(msg)
+        if "full_key" in msg:  # OmegaConf's own message names the key: enough
+            break
         e = e.__cause__ or e.__context__
     return "\n  ".join(parts)
 
@@ -153,7 +157,7 @@ def _finish(out, args: argparse.Namespace) -> int:
         f"of {sum(c.values())} (ran {out.ran} this time)"
     )
     for f in out.failures[:20]:
-        console.print(f"  [red]failed[/] {f['id']} ({f['kind']}) {' '.join(f['overrides'])}: {f['error']}")
+        console.print(f"  [red]failed[/] {f['id']} ({f['kind']}) {escape(' '.join(f['overrides']))}: {escape(str(f['error']))}")
     if out.interrupted:
         console.print(f"interrupted; continue with: cotsweep resume {out.dir}")
         return EXIT_INTERRUPTED
@@ -167,6 +171,21 @@ def write_report(sweep_dir: Path, threshold: float = 0.95) -> None:
 
     rep = build_report(Path(sweep_dir), solve_threshold=threshold)
     console.print(f"report: {rep.markdown}\n        {rep.html}  ({len(rep.images)} figures)")
+    mirror_report(Path(sweep_dir), rep)
+
+
+def mirror_report(sweep_dir: Path, rep) -> None:
+    """The sweep's W&B summary run: every trial in a table, the report's plots, native charts."""
+    from cotsweep.tracking import log_sweep_summary
+
+    records = rep.records
+    tracking = next((r.config.get("tracking") for r in records if r.config.get("tracking")), None)
+    if tracking is None:
+        return
+    name = next((r.config.get("sweep", {}).get("name") for r in records if r.config.get("sweep", {}).get("name")), None)
+    rows = [{**(r.result or {}), **{k: v for k, v in r.axes.items() if k not in (r.result or {})}, "trial_id": r.id,
+             "state": r.state} for r in records]
+    log_sweep_summary(sweep_dir, name or sweep_dir.name, rows, list(rep.images), tracking)
 
 
 def _sweep_errors():
@@ -219,7 +238,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     for axis, values in st["axes"].items():
         out.print(f"  [bold]{axis}[/]: " + ", ".join(f"{v} ({n['done']}/{sum(n.values())} done)" for v, n in values.items()))
     for f in st["failures"]:
-        out.print(f"  [red]failed[/] {f['id']} ({f['kind']}, {f['attempts']} attempts) {' '.join(f['overrides'])}: {f['error']}")
+        out.print(f"  [red]failed[/] {f['id']} ({f['kind']}, {f['attempts']} attempts) {escape(' '.join(f['overrides']))}: "
+                  f"{escape(str(f['error']))}")
     return 0
 
 
@@ -321,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except BadInput as e:
-        console.print(f"[red]error:[/] {e}")
+        console.print(f"[red]error:[/] {escape(str(e))}")
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")

@@ -11,6 +11,7 @@ an uninterrupted run exactly.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import socket
@@ -295,11 +296,13 @@ def _train(cfg, task: Task, out: Path, dctx: DistContext, should_stop, tracker, 
 
     per_rank = t.batch_size // dctx.world
     shard = slice(dctx.rank * per_rank, (dctx.rank + 1) * per_rank)
-    seq_tokens = task.model_spec().seq_len
-    flops_tok = model.flops_per_token(seq_tokens)
+    flops_tok = functools.lru_cache(maxsize=None)(model.flops_per_token)  # by sequence length
     loss_sum = torch.zeros((), device=device)
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
     n_loss, stop_reason = 0, "completed"
+    if "loss_window" in state:  # checkpointed between two log steps: continue that window
+        loss_sum += state["loss_window"][0].to(device)
+        n_loss = state["loss_window"][1]
     t_log, step_log = time.perf_counter(), state["step"]
     wall_start = time.perf_counter() - state["wall"]
     last_beat = 0.0
@@ -322,15 +325,18 @@ def _train(cfg, task: Task, out: Path, dctx: DistContext, should_stop, tracker, 
             loss = task.loss(logits, type(batch)(x=x, y=y, mask=mask))
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if t.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+            # the gradient norm is computed anyway (clipping): a finite loss with overflowing
+            # gradients is divergence too, caught before it reaches a checkpoint
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf"))
             opt.step()
             sched.step()
             ld = loss.detach()
-            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(ld), step, first_bad)
+            finite = torch.isfinite(ld) & torch.isfinite(gnorm)
+            first_bad = torch.where((first_bad < 0) & ~finite, step, first_bad)
             loss_sum += ld
             n_loss += 1
             state["tokens"] += batch.tokens
+            state["flops"] = state.get("flops", 0) + flops_tok(batch.x.shape[1]) * batch.tokens
             state["step"] = step
 
             last = step == t.steps
@@ -358,6 +364,7 @@ def _train(cfg, task: Task, out: Path, dctx: DistContext, should_stop, tracker, 
             if step % run.checkpoint_every == 0 or last or stop_now or interrupt:
                 check_finite()
                 state["wall"] = time.perf_counter() - wall_start
+                state["loss_window"] = (loss_sum.clone(), n_loss)
                 checkpoint()
             if dctx.is_main and (time.monotonic() - last_beat > 5 or last):
                 last_beat = time.monotonic()
@@ -388,7 +395,7 @@ def _train(cfg, task: Task, out: Path, dctx: DistContext, should_stop, tracker, 
         "tokens_seen": state["tokens"],
         "tokens_per_s": state["tokens"] / max(wall, 1e-9),
         "params": model.num_params(),
-        "flops": flops_tok * state["tokens"],
+        "flops": state.get("flops", 0),
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "world_size": dctx.world,
         "stop_reason": stop_reason,

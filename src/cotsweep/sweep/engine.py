@@ -125,6 +125,7 @@ class Driver:
 
         if not rows:  # nothing to do: no need to start Ray
             return Outcome(dir=self.ledger.dir, counts=self.ledger.counts())
+        _offline_notice(rows, self.ledger.dir)
         started_ray = cluster.connect(self.address, num_cpus=self.num_cpus)
         remote_one = ray.remote(_execute_one)
         remote_group = ray.remote(_execute_group)
@@ -232,6 +233,15 @@ class Driver:
         if self._interrupts == 1:
             self.stop_file.touch()  # trials checkpoint at their next step and return
             print("\nstopping: running trials checkpoint and return to pending (Ctrl-C again to stop at once)", flush=True)
+
+
+def _offline_notice(rows: list[TrialRow], sweep_dir: Path) -> None:
+    """Say once, in the driver, where offline W&B runs go (workers' own notices reach no one)."""
+    from cotsweep.tracking import offline_notice, resolve_mode
+
+    modes = {OmegaConf.create(r.config).tracking.wandb.mode for r in rows[:1]}
+    if any(resolve_mode(m) == "offline" for m in modes):
+        print(offline_notice(sweep_dir), flush=True)
 
 
 def _execute_one(cfg_yaml: str, stop_file: str) -> dict:
