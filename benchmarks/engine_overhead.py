@@ -393,6 +393,47 @@ EXPERIMENTS = {
 }
 
 
+# ---------------------------------------------------------------- Ray start-up probe
+def _worker_probe() -> tuple[int, str | None, str | None]:
+    return os.getpid(), os.environ.get("RAY_AUTH_MODE"), os.environ.get("RAY_USAGE_STATS_ENABLED")
+
+
+def probe_ray_start(reps: int) -> None:
+    """Ray start, first tasks and stop, with and without a job runtime_env (alternating).
+
+    ``cluster.connect`` passes ``runtime_env={"env_vars": ...}`` also when it
+    starts Ray itself; then the workers Ray prestarted at ``ray.init`` do not
+    match the job's runtime env and the first tasks wait for new worker
+    processes. Embedded, the variables reach the workers anyway (the raylet and
+    its workers inherit the driver's environment): the probe prints what a
+    worker sees.
+    """
+    import ray
+
+    from cotsweep.sweep import cluster
+
+    rows: dict[str, list[tuple[float, float, float]]] = {"runtime_env": [], "none": []}
+    for rep in range(reps):
+        for mode in (("runtime_env", "none") if rep % 2 == 0 else ("none", "runtime_env")):
+            kw: dict[str, Any] = dict(_node_ip_address=cluster.LOOPBACK, include_dashboard=False, log_to_driver=False,
+                                      logging_level="WARNING")
+            if mode == "runtime_env":
+                kw["runtime_env"] = {"env_vars": cluster.ray_env()}
+            t0 = time.perf_counter()
+            ray.init(**kw)
+            t1 = time.perf_counter()
+            seen = ray.get([ray.remote(_worker_probe).options(num_cpus=1).remote() for _ in range(2)])
+            t2 = time.perf_counter()
+            ray.shutdown()
+            t3 = time.perf_counter()
+            rows[mode].append((t1 - t0, t2 - t1, t3 - t2))
+            print(f"rep {rep} {mode:<12} init {t1 - t0:4.2f}s  first tasks {t2 - t1:4.2f}s  shutdown {t3 - t2:4.2f}s  "
+                  f"worker sees RAY_AUTH_MODE={seen[0][1]} RAY_USAGE_STATS_ENABLED={seen[0][2]}", flush=True)
+    for mode, r in rows.items():
+        med = [statistics.median(x[i] for x in r) for i in range(3)]
+        print(f"median {mode:<12} init {med[0]:4.2f}s  first tasks {med[1]:4.2f}s  shutdown {med[2]:4.2f}s")
+
+
 # ---------------------------------------------------------------- profiling
 def profile(n: int, out_dir: Path, work: Path) -> None:
     """Driver under cProfile for one cotsweep sweep, then the worker function timed in-process."""
@@ -447,10 +488,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="true (default): Tune's fastest setting; false: Tune's own default, a new actor process "
                          "per trial (about 10x slower here, so run it with fewer trials)")
     ap.add_argument("--profile", type=Path, help="profile the engine into this folder instead of comparing")
+    ap.add_argument("--probe-ray-start", action="store_true",
+                    help="time Ray start, first tasks and stop with and without a job runtime_env, instead of comparing")
     ap.add_argument("--json", type=Path, help="write every run's figures here")
     ap.add_argument("--keep", type=Path, help="keep the sweep directories under this folder")
     args = ap.parse_args(argv)
 
+    if args.probe_ray_start:
+        probe_ray_start(args.reps)
+        return 0
     if not zero_step_trial_works():
         print("note: a 0-step trial fails in this checkout (metrics.jsonl closed before the 0-step evaluation);"
               " installing a worker hook that reopens it, so the success path is timed", flush=True)
@@ -510,10 +556,19 @@ def summarise(runs: list[dict[str, Any]], variants: list[str], args: argparse.Na
         m = med[v]
         print(f"{v:<26}{m['e2e']:8.1f}{m['no_ray_start']:14.1f}{m['steady']:9.1f}{m['wall_s']:9.1f}{m['before_ray_s']:14.1f}"
               f"{m['ray_start_s']:13.1f}{m['first_result_s']:16.1f}")
-    for ours in (v for v in variants if v.startswith("cotsweep")):
-        for other in (v for v in variants if v.startswith("tune")):
-            ratios = "  ".join(f"{k} {med[ours][k] / med[other][k]:.2f}x" for k in keys)
-            print(f"ratio {ours} / {other}: {ratios}")
+    # The load of a shared machine drifts within minutes: a ratio taken inside each repetition
+    # (runs seconds apart, order alternating) is steadier than a ratio of medians.
+    by_rep = {(r["rep"], r["variant"]): r for r in runs}
+    pairs = [(a, b) for a in variants if a.startswith("cotsweep") for b in variants if b.startswith("tune")]
+    if "cotsweep" in variants:
+        pairs += [(a, "cotsweep") for a in variants if a.startswith("cotsweep[")]
+    for ours, other in pairs:
+        ratios = "  ".join(f"{k} {med[ours][k] / med[other][k]:.2f}x" for k in keys)
+        paired = "  ".join(
+            f"{k} {statistics.median(by_rep[i, ours][k] / by_rep[i, other][k] for i in range(args.reps)):.2f}x"
+            for k in keys
+        )
+        print(f"ratio {ours} / {other}: of medians: {ratios};  median of per-rep ratios: {paired}")
 
 
 if __name__ == "__main__":

@@ -206,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--length", type=int, default=16, help="s5 input length n")
     ap.add_argument("--batch-size", default=None, help="comma-separated; default 16 on CPU, 256 on GPU")
     ap.add_argument("--warmup", type=int, default=None, help="bare steps before timing (default 2 CPU, 20 GPU)")
-    ap.add_argument("--steps", type=int, default=None, help="timed bare steps (default 6 CPU, 200 GPU)")
-    ap.add_argument("--log-every", type=int, default=None, help="full-step interval (default 4 CPU, 100 GPU)")
+    ap.add_argument("--steps", type=int, default=None, help="timed bare steps (default 10 CPU, 200 GPU)")
+    ap.add_argument("--log-every", type=int, default=None, help="full-step interval (default 5 CPU, 100 GPU)")
     ap.add_argument("--intervals", type=int, default=None, help="timed full-step intervals (default 2 CPU, 4 GPU)")
     ap.add_argument("--eval-size", type=int, default=16, help="the one evaluation at the end (not timed)")
     ap.add_argument("--threads", type=int, default=1,
@@ -225,8 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     gpu = device.type == "cuda"
     args.batch_size = args.batch_size or ("256" if gpu else "16")
     args.warmup = args.warmup if args.warmup is not None else (20 if gpu else 2)
-    args.steps = args.steps if args.steps is not None else (200 if gpu else 6)
-    args.log_every = args.log_every if args.log_every is not None else (100 if gpu else 4)
+    args.steps = args.steps if args.steps is not None else (200 if gpu else 10)
+    args.log_every = args.log_every if args.log_every is not None else (100 if gpu else 5)
     args.intervals = args.intervals if args.intervals is not None else (4 if gpu else 2)
     if args.threads and not gpu:
         torch.set_num_threads(args.threads)
