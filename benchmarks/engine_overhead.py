@@ -18,8 +18,9 @@ Both run on embedded Ray bound to loopback, started by ``cotsweep.sweep.cluster`
 (so with identical ``ray.init`` arguments and environment), one CPU per trial.
 Tune runs with ``reuse_actors=True``, its fastest setting (its default, False,
 starts a new actor process per trial and is an order of magnitude slower here;
-``--tune-reuse-actors false`` measures it). The
-variants alternate order over the repetitions; medians and ratios are printed.
+``--tune-reuse-actors false`` measures it). The variants alternate order over
+the repetitions; medians, ratios of medians and medians of the per-repetition
+ratios are printed.
 
 Three rates per run, all in trials per second:
 
@@ -30,10 +31,18 @@ Three rates per run, all in trials per second:
 
 ``--profile DIR`` runs the cotsweep sweep once under cProfile (driver side) and
 times the worker function in-process, printing where the time goes.
-``--experiment NAME`` adds a variant of cotsweep with a driver-side change tried
-by monkeypatching (the engine files are not edited here); see EXPERIMENTS.
+``--experiment NAME`` adds a variant of cotsweep with an engine change tried by
+monkeypatching, in the driver or, through a Ray worker set-up hook, in the
+workers (the engine files are not edited here); see EXPERIMENTS.
+``--probe-ray-start`` times Ray's start, first tasks and stop with and without
+a job runtime_env. Where a 0-step trial fails in the checkout (see
+:func:`zero_step_trial_works`), a worker hook makes it finish, and the first
+line of output says so.
 
-Run: ``nice -n 0 .venv/bin/python benchmarks/engine_overhead.py --trials 500 --reps 3``
+Run (docs/BENCHMARKS.md has the figures)::
+
+    nice -n 0 .venv/bin/python benchmarks/engine_overhead.py --trials 500 --reps 3 \
+        --experiment wait-any+light-submit+fast-yaml
 """
 
 from __future__ import annotations
