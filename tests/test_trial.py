@@ -260,3 +260,15 @@ def test_the_good_config_of_each_case_runs(tmp_path: Path) -> None:
         out = tmp_path / name
         assert main(["train", *TINY_OVERRIDES, *overrides, "train.steps=2", f"run.out_dir={out}"]) == 0
         assert json.loads((out / files.RESULT).read_text())["steps"] == 2
+
+
+def test_zero_step_trial_evaluates_the_initial_model(tmp):
+    """train.steps=0 (the engine benchmark's no-op trial) still writes a full result."""
+    from cotsweep.trial import run_trial
+
+    cfg = tiny_cfg(["task=modadd", "task.length=3", "train.steps=0"])
+    result = run_trial(cfg, tmp)
+    assert result["steps"] == 0 and result["tokens_seen"] == 0
+    assert 0.0 <= result["acc"] <= 1.0
+    assert (tmp / "result.json").exists()
+    assert [r["step"] for r in map(json.loads, (tmp / "metrics.jsonl").read_text().splitlines())] == [0]

@@ -376,12 +376,11 @@ def _train(cfg, task: Task, out: Path, dctx: DistContext, should_stop, tracker, 
                 break
             if interrupt:
                 raise TrialInterrupted(step)
+        if not state["eval"] and dctx.is_main:  # zero steps: still evaluate the initial model
+            state["eval"] = evaluate(step)
     finally:
         if log is not None:
             log.close()
-
-    if not state["eval"] and dctx.is_main:  # zero steps: still evaluate the initial model
-        state["eval"] = evaluate(step)
     wall = time.perf_counter() - wall_start
     ev = state["eval"]
     result = {

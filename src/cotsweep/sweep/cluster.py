@@ -47,13 +47,14 @@ def connect(address: str | None = None, *, num_cpus: float | None = None, num_gp
     if address:
         ray.init(address=address, runtime_env=worker_env, log_to_driver=False, logging_level="WARNING")
         return True
+    # Embedded workers inherit the driver's environment; a runtime_env here would only
+    # stop Ray from using its prestarted workers (first tasks 1.6 s instead of 0.3 s).
     ray.init(
         _node_ip_address=LOOPBACK,
         num_cpus=num_cpus,
         num_gpus=num_gpus,
         include_dashboard=dashboard,
         dashboard_host=LOOPBACK,
-        runtime_env=worker_env,
         log_to_driver=False,
         logging_level="WARNING",
     )

@@ -39,7 +39,9 @@ def execute(cfg_yaml: str, stop_file: str | None, dist: tuple[int, int, str] | N
     from cotsweep.tracking import open_tracker
     from cotsweep.trial import DistContext, Diverged, StopSignal, TrialInterrupted, run_trial
 
-    cfg = OmegaConf.create(cfg_yaml)
+    from cotsweep.sweep.engine import load_yaml
+
+    cfg = OmegaConf.create(load_yaml(cfg_yaml))
     trial_dir = Path(cfg.run.out_dir)
     rank, world = (dist[0], dist[1]) if dist else (0, 1)
     if rank == 0:
