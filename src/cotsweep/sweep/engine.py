@@ -276,19 +276,20 @@ def _max_attempts(row: TrialRow) -> int:
 
 
 _VIEW_KEYS = ("resources", "run", "model", "task", "tracking")
-_views: dict[str, Any] = {}
 
 
 def row_view(row: TrialRow) -> Any:
-    """The keys the driver reads of a trial's config, parsed once per trial.
+    """The keys the driver reads of a trial's config, parsed once per row.
 
     Parsing the whole YAML into OmegaConf at each submission cost ~10 ms a trial,
-    half the driver's time in a sweep of short trials.
+    half the driver's time in a sweep of short trials. The view is cached on the
+    row object itself: the same trial id in another sweep has another config.
     """
-    view = _views.get(row.id)
+    view = getattr(row, "_view", None)
     if view is None:
         data = load_yaml(row.config)
-        view = _views[row.id] = OmegaConf.create({k: data.get(k) for k in _VIEW_KEYS})
+        view = OmegaConf.create({k: data.get(k) for k in _VIEW_KEYS})
+        object.__setattr__(row, "_view", view)
     return view
 
 
