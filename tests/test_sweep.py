@@ -11,13 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
+from sweep_support import ledger_rows, losses, sweep_file
 
 import cotsweep  # noqa: F401  (sets Ray's environment before ray is imported)
 from cotsweep.cli import main as cli
 from cotsweep.sweep import cluster
 from cotsweep.sweep.engine import launch, resume, status
 from cotsweep.sweep.grid import expand
-from sweep_support import ledger_rows, losses, sweep_file
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_data_parallel_trial_matches_one_worker(tmp_path, ray_local):
     (tid,) = ledger_rows(one)
     a, b = losses(one / "trials" / tid), losses(two / "trials" / tid)
     assert [s for s, _ in a] == [s for s, _ in b]
-    assert all(abs(x - y) < 1e-4 for (_, x), (_, y) in zip(a, b)), (a, b)
+    assert all(abs(x - y) < 1e-4 for (_, x), (_, y) in zip(a, b, strict=True)), (a, b)
     assert json.loads((two / "trials" / tid / "result.json").read_text())["world_size"] == 2
 
 

@@ -64,9 +64,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from cotsweep.sweep.ids import trial_id
+    from cotsweep.tasks import ConfigError
     from cotsweep.tracking import open_tracker
     from cotsweep.trial import Diverged, StopSignal, TrialInterrupted, run_trial, validate
-    from cotsweep.tasks import ConfigError
 
     cfg = compose_or_fail(args.overrides)
     tid = trial_id(cfg)

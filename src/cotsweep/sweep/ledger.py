@@ -159,7 +159,7 @@ class Ledger:
 
     def driver(self) -> dict | None:
         row = self.db.execute("SELECT host, pid, started, heartbeat FROM driver").fetchone()
-        return dict(zip(("host", "pid", "started", "heartbeat"), row)) if row else None
+        return dict(zip(("host", "pid", "started", "heartbeat"), row, strict=True)) if row else None
 
     # -- trials ------------------------------------------------------------------------
     def add_trials(self, trials: Iterable[tuple[str, list[str], dict, str]]) -> int:
@@ -182,7 +182,7 @@ class Ledger:
             args = states
         out = []
         for r in self.db.execute(sql + " ORDER BY created, id", args):
-            d = dict(zip(TrialRow.__dataclass_fields__, r))
+            d = dict(zip(TrialRow.__dataclass_fields__, r, strict=True))
             d["overrides"], d["axes"] = json.loads(d["overrides"]), json.loads(d["axes"])
             out.append(TrialRow(**d))
         return out

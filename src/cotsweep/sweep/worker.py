@@ -36,10 +36,9 @@ def execute(cfg_yaml: str, stop_file: str | None, dist: tuple[int, int, str] | N
     """Run one trial (or one rank of it) in this process; returns its outcome."""
     import torch
 
+    from cotsweep.sweep.engine import load_yaml
     from cotsweep.tracking import open_tracker
     from cotsweep.trial import DistContext, Diverged, StopSignal, TrialInterrupted, run_trial
-
-    from cotsweep.sweep.engine import load_yaml
 
     cfg = OmegaConf.create(load_yaml(cfg_yaml))
     trial_dir = Path(cfg.run.out_dir)
