@@ -67,7 +67,9 @@ import cotsweep  # noqa: F401  (first: sets RAY_USAGE_STATS_ENABLED / RAY_AUTH_M
 HERE = Path(__file__).resolve().parent
 SWEEP = HERE / "engine_overhead.yaml"
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Tune tables in the benchmark's output
+os.environ.setdefault(
+    "RAY_AIR_NEW_OUTPUT", "0"
+)  # with verbose=0: no Tune tables in the benchmark's output
 
 
 # ---------------------------------------------------------------- the zero-step workaround
@@ -81,7 +83,9 @@ def zero_step_trial_works() -> bool:
     from cotsweep.compose import compose_trial
     from cotsweep.trial import run_trial
 
-    cfg = compose_trial(["model=tiny", "tracking=none", "run.device=cpu", "train.steps=0", "train.eval_size=4"])
+    cfg = compose_trial(
+        ["model=tiny", "tracking=none", "run.device=cpu", "train.steps=0", "train.eval_size=4"]
+    )
     with tempfile.TemporaryDirectory() as tmp:
         try:
             run_trial(cfg, Path(tmp) / "t")
@@ -105,7 +109,9 @@ def worker_setup() -> None:
     from cotsweep import files
     from cotsweep.sweep import worker
 
-    if os.environ.get("COTSWEEP_BENCH_REOPEN") == "1" and not getattr(files.MetricsLog, "_reopens", False):
+    if os.environ.get("COTSWEEP_BENCH_REOPEN") == "1" and not getattr(
+        files.MetricsLog, "_reopens", False
+    ):
         write = files.MetricsLog.write
 
         def write_reopening(self: Any, step: int, metrics: dict) -> None:
@@ -206,7 +212,10 @@ def run_cotsweep(n: int, work: Path, experiment: str | None = None) -> dict[str,
     try:
         clock.start = time.perf_counter()
         out = engine.launch(
-            str(SWEEP), [f"seed=range(0,{n})"], work / "sweep", progress=False,
+            str(SWEEP),
+            [f"seed=range(0,{n})"],
+            work / "sweep",
+            progress=False,
             on_event=lambda status, _: clock.results.append(time.perf_counter()),
         )
         clock.end = time.perf_counter()
@@ -214,7 +223,9 @@ def run_cotsweep(n: int, work: Path, experiment: str | None = None) -> dict[str,
         cluster.connect = connect
         undo()
     if out.counts.get("done") != n:
-        raise SystemExit(f"cotsweep: not every trial finished: {out.counts}; first failures: {out.failures[:2]}")
+        raise SystemExit(
+            f"cotsweep: not every trial finished: {out.counts}; first failures: {out.failures[:2]}"
+        )
     return clock.rates(n)
 
 
@@ -250,7 +261,9 @@ def base_trial_yaml() -> str:
     return config_yaml(trial.cfg)
 
 
-def run_tune(n: int, work: Path, trainable: str, reuse_actors: bool, base_yaml: str) -> dict[str, float]:
+def run_tune(
+    n: int, work: Path, trainable: str, reuse_actors: bool, base_yaml: str
+) -> dict[str, float]:
     from ray import tune
 
     from cotsweep.sweep import cluster
@@ -261,7 +274,11 @@ def run_tune(n: int, work: Path, trainable: str, reuse_actors: bool, base_yaml: 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             clock.results.append(time.perf_counter())
 
-    fn = noop_trainable if trainable == "noop" else tune.with_parameters(trial_trainable, base_yaml=base_yaml)
+    fn = (
+        noop_trainable
+        if trainable == "noop"
+        else tune.with_parameters(trial_trainable, base_yaml=base_yaml)
+    )
     clock.start = clock.connect_at = time.perf_counter()
     cluster.connect()  # the same embedded, loopback-only Ray as the engine's
     clock.ray_start_s = time.perf_counter() - clock.start
@@ -270,7 +287,9 @@ def run_tune(n: int, work: Path, trainable: str, reuse_actors: bool, base_yaml: 
             tune.with_resources(fn, {"cpu": 1}),
             param_space={"seed": tune.grid_search(list(range(n)))},
             tune_config=tune.TuneConfig(reuse_actors=reuse_actors),
-            run_config=tune.RunConfig(name="bench", storage_path=str(work / "tune"), verbose=0, callbacks=[Done()]),
+            run_config=tune.RunConfig(
+                name="bench", storage_path=str(work / "tune"), verbose=0, callbacks=[Done()]
+            ),
         )
         results = tuner.fit()
     finally:
@@ -285,7 +304,9 @@ def run_tune(n: int, work: Path, trainable: str, reuse_actors: bool, base_yaml: 
 def _wait_any(wait: Callable[..., Any]) -> Callable[..., Any]:
     """ray.wait that returns as soon as one ref is ready (plus all others ready by then)."""
 
-    def wait_any(refs: list, *, num_returns: int = 1, timeout: float | None = None, **kw: Any) -> Any:
+    def wait_any(
+        refs: list, *, num_returns: int = 1, timeout: float | None = None, **kw: Any
+    ) -> Any:
         ready, rest = wait(refs, num_returns=1, timeout=timeout, **kw)
         if ready and rest:
             more, rest = wait(rest, num_returns=len(rest), timeout=0, **kw)
@@ -351,7 +372,9 @@ def apply_experiment(name: str) -> Callable[[], None]:
             per_cpu = int(part.removeprefix("queue") or 8)
             init = engine.Driver.__init__
 
-            def init_deep(self: Any, *a: Any, _init: Any = init, _k: int = per_cpu, **kw: Any) -> None:
+            def init_deep(
+                self: Any, *a: Any, _init: Any = init, _k: int = per_cpu, **kw: Any
+            ) -> None:
                 _init(self, *a, **kw)
                 if self.max_concurrent is None:  # embedded Ray gets every core of the machine
                     self.max_concurrent = _k * (os.cpu_count() or 1)
@@ -365,8 +388,13 @@ def apply_experiment(name: str) -> Callable[[], None]:
         elif part == "warm-early":
             launch = engine.launch
 
-            def launch_warm(name_or_path: str, overrides: list[str], sweep_dir: Path | None = None,
-                            _launch: Any = launch, **kw: Any) -> Any:
+            def launch_warm(
+                name_or_path: str,
+                overrides: list[str],
+                sweep_dir: Path | None = None,
+                _launch: Any = launch,
+                **kw: Any,
+            ) -> Any:
                 started = cluster.connect(kw.get("address"), num_cpus=kw.get("num_cpus"))
                 warming = []
                 try:
@@ -376,7 +404,9 @@ def apply_experiment(name: str) -> Callable[[], None]:
                         warming = [warm.options(num_cpus=1).remote() for _ in range(cpus)]
                     return _launch(name_or_path, overrides, sweep_dir, **kw)
                 finally:
-                    del warming  # the refs were held for the sweep's length, so the tasks surely ran
+                    del (
+                        warming
+                    )  # the refs were held for the sweep's length, so the tasks surely ran
                     if started:
                         cluster.shutdown()
 
@@ -423,24 +453,35 @@ def probe_ray_start(reps: int) -> None:
 
     rows: dict[str, list[tuple[float, float, float]]] = {"runtime_env": [], "none": []}
     for rep in range(reps):
-        for mode in (("runtime_env", "none") if rep % 2 == 0 else ("none", "runtime_env")):
-            kw: dict[str, Any] = dict(_node_ip_address=cluster.LOOPBACK, include_dashboard=False, log_to_driver=False,
-                                      logging_level="WARNING")
+        for mode in ("runtime_env", "none") if rep % 2 == 0 else ("none", "runtime_env"):
+            kw: dict[str, Any] = dict(
+                _node_ip_address=cluster.LOOPBACK,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level="WARNING",
+            )
             if mode == "runtime_env":
                 kw["runtime_env"] = {"env_vars": cluster.ray_env()}
             t0 = time.perf_counter()
             ray.init(**kw)
             t1 = time.perf_counter()
-            seen = ray.get([ray.remote(_worker_probe).options(num_cpus=1).remote() for _ in range(2)])
+            seen = ray.get(
+                [ray.remote(_worker_probe).options(num_cpus=1).remote() for _ in range(2)]
+            )
             t2 = time.perf_counter()
             ray.shutdown()
             t3 = time.perf_counter()
             rows[mode].append((t1 - t0, t2 - t1, t3 - t2))
-            print(f"rep {rep} {mode:<12} init {t1 - t0:4.2f}s  first tasks {t2 - t1:4.2f}s  shutdown {t3 - t2:4.2f}s  "
-                  f"worker sees RAY_AUTH_MODE={seen[0][1]} RAY_USAGE_STATS_ENABLED={seen[0][2]}", flush=True)
+            print(
+                f"rep {rep} {mode:<12} init {t1 - t0:4.2f}s  first tasks {t2 - t1:4.2f}s  shutdown {t3 - t2:4.2f}s  "
+                f"worker sees RAY_AUTH_MODE={seen[0][1]} RAY_USAGE_STATS_ENABLED={seen[0][2]}",
+                flush=True,
+            )
     for mode, r in rows.items():
         med = [statistics.median(x[i] for x in r) for i in range(3)]
-        print(f"median {mode:<12} init {med[0]:4.2f}s  first tasks {med[1]:4.2f}s  shutdown {med[2]:4.2f}s")
+        print(
+            f"median {mode:<12} init {med[0]:4.2f}s  first tasks {med[1]:4.2f}s  shutdown {med[2]:4.2f}s"
+        )
 
 
 # ---------------------------------------------------------------- profiling
@@ -474,7 +515,9 @@ def profile(n: int, out_dir: Path, work: Path) -> None:
     prof.disable()
     per = (time.perf_counter() - t) / (m - 1)
     prof.dump_stats(out_dir / "worker.pstats")
-    print(f"\nworker function in-process: {per * 1e3:.1f} ms per 0-step trial ({1 / per:.1f}/s on one core), profile:")
+    print(
+        f"\nworker function in-process: {per * 1e3:.1f} ms per 0-step trial ({1 / per:.1f}/s on one core), profile:"
+    )
     _print_stats(prof)
 
 
@@ -489,16 +532,33 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trials", type=int, default=500)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--variants", default="cotsweep,tune-noop,tune-trial",
-                    help="comma-separated, of: cotsweep, tune-noop, tune-trial, cotsweep[EXPERIMENT]")
-    ap.add_argument("--experiment", action="append", default=[],
-                    help="also run cotsweep with this monkeypatched change (parts joined by +): " + "; ".join(f"{k}: {v}" for k, v in EXPERIMENTS.items()))
-    ap.add_argument("--tune-reuse-actors", default="true", choices=("true", "false"),
-                    help="true (default): Tune's fastest setting; false: Tune's own default, a new actor process "
-                         "per trial (about 10x slower here, so run it with fewer trials)")
-    ap.add_argument("--profile", type=Path, help="profile the engine into this folder instead of comparing")
-    ap.add_argument("--probe-ray-start", action="store_true",
-                    help="time Ray start, first tasks and stop with and without a job runtime_env, instead of comparing")
+    ap.add_argument(
+        "--variants",
+        default="cotsweep,tune-noop,tune-trial",
+        help="comma-separated, of: cotsweep, tune-noop, tune-trial, cotsweep[EXPERIMENT]",
+    )
+    ap.add_argument(
+        "--experiment",
+        action="append",
+        default=[],
+        help="also run cotsweep with this monkeypatched change (parts joined by +): "
+        + "; ".join(f"{k}: {v}" for k, v in EXPERIMENTS.items()),
+    )
+    ap.add_argument(
+        "--tune-reuse-actors",
+        default="true",
+        choices=("true", "false"),
+        help="true (default): Tune's fastest setting; false: Tune's own default, a new actor process "
+        "per trial (about 10x slower here, so run it with fewer trials)",
+    )
+    ap.add_argument(
+        "--profile", type=Path, help="profile the engine into this folder instead of comparing"
+    )
+    ap.add_argument(
+        "--probe-ray-start",
+        action="store_true",
+        help="time Ray start, first tasks and stop with and without a job runtime_env, instead of comparing",
+    )
     ap.add_argument("--json", type=Path, help="write every run's figures here")
     ap.add_argument("--keep", type=Path, help="keep the sweep directories under this folder")
     args = ap.parse_args(argv)
@@ -507,12 +567,17 @@ def main(argv: list[str] | None = None) -> int:
         probe_ray_start(args.reps)
         return 0
     if not zero_step_trial_works():
-        print("note: a 0-step trial fails in this checkout (metrics.jsonl closed before the 0-step evaluation);"
-              " installing a worker hook that reopens it, so the success path is timed", flush=True)
+        print(
+            "note: a 0-step trial fails in this checkout (metrics.jsonl closed before the 0-step evaluation);"
+            " installing a worker hook that reopens it, so the success path is timed",
+            flush=True,
+        )
         os.environ["COTSWEEP_BENCH_REOPEN"] = "1"
         WORKER_ENV["COTSWEEP_BENCH_REOPEN"] = "1"
         worker_setup()  # and in this process, for the in-process worker timing
-    if WORKER_ENV or any(part in WORKER_EXPERIMENTS for e in args.experiment for part in e.split("+")):
+    if WORKER_ENV or any(
+        part in WORKER_EXPERIMENTS for e in args.experiment for part in e.split("+")
+    ):
         install_worker_hook()
 
     root = Path(tempfile.mkdtemp(prefix="cotsweep-bench-")) if args.keep is None else args.keep
@@ -521,7 +586,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile:
             profile(args.trials, args.profile, root)
             return 0
-        variants = [v for v in args.variants.split(",") if v] + [f"cotsweep[{e}]" for e in args.experiment]
+        variants = [v for v in args.variants.split(",") if v] + [
+            f"cotsweep[{e}]" for e in args.experiment
+        ]
         base_yaml = base_trial_yaml()
         runs: list[dict[str, Any]] = []
         for rep in range(args.reps):
@@ -531,22 +598,40 @@ def main(argv: list[str] | None = None) -> int:
                 if v == "cotsweep":
                     rates = run_cotsweep(args.trials, work)
                 elif v.startswith("cotsweep["):
-                    rates = run_cotsweep(args.trials, work, v[len("cotsweep["):-1])
+                    rates = run_cotsweep(args.trials, work, v[len("cotsweep[") : -1])
                 elif v in ("tune-noop", "tune-trial"):
-                    rates = run_tune(args.trials, work, v.removeprefix("tune-"), args.tune_reuse_actors == "true", base_yaml)
+                    rates = run_tune(
+                        args.trials,
+                        work,
+                        v.removeprefix("tune-"),
+                        args.tune_reuse_actors == "true",
+                        base_yaml,
+                    )
                 else:
                     raise SystemExit(f"unknown variant {v!r}")
                 runs.append({"rep": rep, "variant": v, **rates})
-                print(f"rep {rep} {v:<24} e2e {rates['e2e']:6.1f}/s  no_ray_start {rates['no_ray_start']:6.1f}/s  "
-                      f"steady {rates['steady']:6.1f}/s  wall {rates['wall_s']:6.1f}s  ray_start {rates['ray_start_s']:4.1f}s  "
-                      f"before_ray {rates['before_ray_s']:4.1f}s  first_result {rates['first_result_s']:5.1f}s  "
-                      f"load {os.getloadavg()[0]:.1f}", flush=True)
+                print(
+                    f"rep {rep} {v:<24} e2e {rates['e2e']:6.1f}/s  no_ray_start {rates['no_ray_start']:6.1f}/s  "
+                    f"steady {rates['steady']:6.1f}/s  wall {rates['wall_s']:6.1f}s  ray_start {rates['ray_start_s']:4.1f}s  "
+                    f"before_ray {rates['before_ray_s']:4.1f}s  first_result {rates['first_result_s']:5.1f}s  "
+                    f"load {os.getloadavg()[0]:.1f}",
+                    flush=True,
+                )
                 if args.keep is None:
                     shutil.rmtree(work, ignore_errors=True)
         summarise(runs, variants, args)
         if args.json:
-            args.json.write_text(json.dumps({"trials": args.trials, "reps": args.reps,
-                                             "tune_reuse_actors": args.tune_reuse_actors, "runs": runs}, indent=2))
+            args.json.write_text(
+                json.dumps(
+                    {
+                        "trials": args.trials,
+                        "reps": args.reps,
+                        "tune_reuse_actors": args.tune_reuse_actors,
+                        "runs": runs,
+                    },
+                    indent=2,
+                )
+            )
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
@@ -555,20 +640,36 @@ def main(argv: list[str] | None = None) -> int:
 
 def summarise(runs: list[dict[str, Any]], variants: list[str], args: argparse.Namespace) -> None:
     keys = ("e2e", "no_ray_start", "steady")
-    med = {v: {k: statistics.median(r[k] for r in runs if r["variant"] == v)
-              for k in (*keys, "wall_s", "ray_start_s", "before_ray_s", "first_result_s")}
-           for v in variants}
-    print(f"\nmedians over {args.reps} reps, {args.trials} trials each (trials/s), tune reuse_actors={args.tune_reuse_actors}:")
-    print(f"{'variant':<26}{'e2e':>8}{'no_ray_start':>14}{'steady':>9}{'wall_s':>9}{'before_ray_s':>14}{'ray_start_s':>13}"
-          f"{'first_result_s':>16}")
+    med = {
+        v: {
+            k: statistics.median(r[k] for r in runs if r["variant"] == v)
+            for k in (*keys, "wall_s", "ray_start_s", "before_ray_s", "first_result_s")
+        }
+        for v in variants
+    }
+    print(
+        f"\nmedians over {args.reps} reps, {args.trials} trials each (trials/s), tune reuse_actors={args.tune_reuse_actors}:"
+    )
+    print(
+        f"{'variant':<26}{'e2e':>8}{'no_ray_start':>14}{'steady':>9}{'wall_s':>9}{'before_ray_s':>14}{'ray_start_s':>13}"
+        f"{'first_result_s':>16}"
+    )
     for v in variants:
         m = med[v]
-        print(f"{v:<26}{m['e2e']:8.1f}{m['no_ray_start']:14.1f}{m['steady']:9.1f}{m['wall_s']:9.1f}{m['before_ray_s']:14.1f}"
-              f"{m['ray_start_s']:13.1f}{m['first_result_s']:16.1f}")
+        print(
+            f"{v:<26}{m['e2e']:8.1f}{m['no_ray_start']:14.1f}{m['steady']:9.1f}{m['wall_s']:9.1f}{m['before_ray_s']:14.1f}"
+            f"{m['ray_start_s']:13.1f}{m['first_result_s']:16.1f}"
+        )
     # The load of a shared machine drifts within minutes: a ratio taken inside each repetition
     # (runs seconds apart, order alternating) is steadier than a ratio of medians.
     by_rep = {(r["rep"], r["variant"]): r for r in runs}
-    pairs = [(a, b) for a in variants if a.startswith("cotsweep") for b in variants if b.startswith("tune")]
+    pairs = [
+        (a, b)
+        for a in variants
+        if a.startswith("cotsweep")
+        for b in variants
+        if b.startswith("tune")
+    ]
     if "cotsweep" in variants:
         pairs += [(a, "cotsweep") for a in variants if a.startswith("cotsweep[")]
     for ours, other in pairs:

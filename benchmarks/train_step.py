@@ -69,16 +69,39 @@ def known_peak(device: torch.device) -> float | None:
     return next((peak for key, peak in BF16_PEAK_TFLOPS if key in name), None)
 
 
-def trial_config(depth: int, width: int, heads: int, length: int, batch: int, device: str, steps: int,
-                 log_every: int, eval_size: int, extra: list[str]) -> Any:
+def trial_config(
+    depth: int,
+    width: int,
+    heads: int,
+    length: int,
+    batch: int,
+    device: str,
+    steps: int,
+    log_every: int,
+    eval_size: int,
+    extra: list[str],
+) -> Any:
     """The benchmark's trial, composed by Hydra like any other: s5, cot, the given shape."""
-    return compose_trial([
-        "task=s5", "setting=cot", f"task.length={length}",
-        f"model.depth={depth}", f"model.width={width}", f"model.heads={heads}",
-        f"train.batch_size={batch}", f"train.steps={steps}", f"train.eval_every={max(steps, 1)}",
-        f"train.eval_size={eval_size}", f"run.log_every={log_every}", f"run.checkpoint_every={max(steps, 1)}",
-        f"run.device={device}", "run.progress=false", "tracking=none", *extra,
-    ])
+    return compose_trial(
+        [
+            "task=s5",
+            "setting=cot",
+            f"task.length={length}",
+            f"model.depth={depth}",
+            f"model.width={width}",
+            f"model.heads={heads}",
+            f"train.batch_size={batch}",
+            f"train.steps={steps}",
+            f"train.eval_every={max(steps, 1)}",
+            f"train.eval_size={eval_size}",
+            f"run.log_every={log_every}",
+            f"run.checkpoint_every={max(steps, 1)}",
+            f"run.device={device}",
+            "run.progress=false",
+            "tracking=none",
+            *extra,
+        ]
+    )
 
 
 def sync(device: torch.device) -> None:
@@ -94,8 +117,13 @@ def bare_step(cfg: Any, warmup: int, steps: int) -> dict[str, float]:
     torch.manual_seed(0)
     model = build_model(cfg, task).to(device)
     bf16 = t.precision == "bf16" or (t.precision == "auto" and device.type == "cuda")
-    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), weight_decay=t.weight_decay,
-                            fused=device.type == "cuda")
+    opt = torch.optim.AdamW(
+        model.parameters(),
+        lr=t.lr,
+        betas=(t.beta1, t.beta2),
+        weight_decay=t.weight_decay,
+        fused=device.type == "cuda",
+    )
     gen = torch.Generator(device=device).manual_seed(0)
     batch = task.train_batch(t.batch_size, gen, device, 1)
 
@@ -144,15 +172,29 @@ def full_step(cfg: Any) -> dict[str, float]:
         raise SystemExit("full step: need at least two log intervals (steps >= 2 * log_every)")
     # equal-length intervals: total tokens / total time is the harmonic mean of the interval rates
     agg = len(tps) / sum(1 / x for x in tps)
-    return {"tokens_per_s": agg, "intervals": len(tps), "final_acc": result["acc"], "steps": result["steps"]}
+    return {
+        "tokens_per_s": agg,
+        "intervals": len(tps),
+        "final_acc": result["acc"],
+        "steps": result["steps"],
+    }
 
 
 def measure(depth: int, batch: int, args: argparse.Namespace) -> dict[str, Any]:
     device = resolve_device(args.device)
     log_every = args.log_every
     full_steps = (args.intervals + 1) * log_every
-    common = dict(depth=depth, width=args.width, heads=args.heads, length=args.length, batch=batch,
-                  device=str(device), log_every=log_every, eval_size=args.eval_size, extra=args.set)
+    common = dict(
+        depth=depth,
+        width=args.width,
+        heads=args.heads,
+        length=args.length,
+        batch=batch,
+        device=str(device),
+        log_every=log_every,
+        eval_size=args.eval_size,
+        extra=args.set,
+    )
     bare_cfg = trial_config(steps=args.warmup + args.steps, **common)
     full_cfg = trial_config(steps=full_steps, **common)
     before = bare_step(bare_cfg, args.warmup, args.steps)
@@ -162,13 +204,23 @@ def measure(depth: int, batch: int, args: argparse.Namespace) -> dict[str, Any]:
     fpt = before["flops_per_token"]
     peak = args.peak_tflops or known_peak(device)
     row = {
-        "depth": depth, "width": args.width, "heads": args.heads, "batch": batch, "length": args.length,
-        "seq_len": before["tokens_per_step"] // batch, "params": before["params"], "device": device_name(device),
-        "bare_tokens_per_s": bare_tps, "bare_runs": [before["tokens_per_s"], after["tokens_per_s"]],
-        "bare_step_ms": before["tokens_per_step"] / bare_tps * 1e3, "data_ms": before["data_ms"],
-        "full_tokens_per_s": full["tokens_per_s"], "full_step_ms": before["tokens_per_step"] / full["tokens_per_s"] * 1e3,
+        "depth": depth,
+        "width": args.width,
+        "heads": args.heads,
+        "batch": batch,
+        "length": args.length,
+        "seq_len": before["tokens_per_step"] // batch,
+        "params": before["params"],
+        "device": device_name(device),
+        "bare_tokens_per_s": bare_tps,
+        "bare_runs": [before["tokens_per_s"], after["tokens_per_s"]],
+        "bare_step_ms": before["tokens_per_step"] / bare_tps * 1e3,
+        "data_ms": before["data_ms"],
+        "full_tokens_per_s": full["tokens_per_s"],
+        "full_step_ms": before["tokens_per_step"] / full["tokens_per_s"] * 1e3,
         "full_over_bare": bare_tps / full["tokens_per_s"],
-        "model_tflops_bare": fpt * bare_tps / 1e12, "model_tflops_full": fpt * full["tokens_per_s"] / 1e12,
+        "model_tflops_bare": fpt * bare_tps / 1e12,
+        "model_tflops_full": fpt * full["tokens_per_s"] / 1e12,
         "peak_tflops": peak,
     }
     row["mfu_bare"] = row["model_tflops_bare"] / peak if peak else None
@@ -184,17 +236,41 @@ def device_name(device: torch.device) -> str:
 
 def real_trial(args: argparse.Namespace) -> dict[str, Any]:
     """One real trial of issue 2: s5, cot, depth 1, n = 16, until eval accuracy holds >= 99%."""
-    cfg = compose_trial([
-        "task=s5", "setting=cot", "task.length=16", "model.depth=1", f"model.width={args.width}",
-        f"model.heads={args.heads}", f"run.device={args.device}", "run.progress=false", "tracking=none",
-        "train.early_stop_acc=0.99", *args.trial_set,
-    ])
+    cfg = compose_trial(
+        [
+            "task=s5",
+            "setting=cot",
+            "task.length=16",
+            "model.depth=1",
+            f"model.width={args.width}",
+            f"model.heads={args.heads}",
+            f"run.device={args.device}",
+            "run.progress=false",
+            "tracking=none",
+            "train.early_stop_acc=0.99",
+            *args.trial_set,
+        ]
+    )
     with tempfile.TemporaryDirectory(prefix="cotsweep-realtrial-") as tmp:
         t0 = time.perf_counter()
         result = run_trial(cfg, Path(tmp) / "trial")
         wall = time.perf_counter() - t0
-    keys = ("acc", "chain_acc", "steps", "stop_reason", "wall_time_s", "tokens_seen", "tokens_per_s", "params", "device")
-    return {**{k: result.get(k) for k in keys}, "wall_incl_setup_s": wall, "overrides": list(args.trial_set)}
+    keys = (
+        "acc",
+        "chain_acc",
+        "steps",
+        "stop_reason",
+        "wall_time_s",
+        "tokens_seen",
+        "tokens_per_s",
+        "params",
+        "device",
+    )
+    return {
+        **{k: result.get(k) for k in keys},
+        "wall_incl_setup_s": wall,
+        "overrides": list(args.trial_set),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,19 +280,51 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--width", type=int, default=256)
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--length", type=int, default=16, help="s5 input length n")
-    ap.add_argument("--batch-size", default=None, help="comma-separated; default 16 on CPU, 256 on GPU")
-    ap.add_argument("--warmup", type=int, default=None, help="bare steps before timing (default 2 CPU, 20 GPU)")
-    ap.add_argument("--steps", type=int, default=None, help="timed bare steps (default 10 CPU, 200 GPU)")
-    ap.add_argument("--log-every", type=int, default=None, help="full-step interval (default 5 CPU, 100 GPU)")
-    ap.add_argument("--intervals", type=int, default=None, help="timed full-step intervals (default 2 CPU, 4 GPU)")
-    ap.add_argument("--eval-size", type=int, default=16, help="the one evaluation at the end (not timed)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch CPU threads (default 1: on a shared machine two threads that wait on each other "
-                         "ran 4-10x slower than one; 0 = torch's default)")
-    ap.add_argument("--peak-tflops", type=float, default=None, help="peak for MFU (default: known bf16 peak of the GPU)")
-    ap.add_argument("--set", action="append", default=[], help="extra Hydra override for the timed trials")
-    ap.add_argument("--trial", action="store_true", help="also run one real trial (s5, cot, depth 1, n=16) to 99%%")
-    ap.add_argument("--trial-set", action="append", default=[], help="extra Hydra override for --trial")
+    ap.add_argument(
+        "--batch-size", default=None, help="comma-separated; default 16 on CPU, 256 on GPU"
+    )
+    ap.add_argument(
+        "--warmup", type=int, default=None, help="bare steps before timing (default 2 CPU, 20 GPU)"
+    )
+    ap.add_argument(
+        "--steps", type=int, default=None, help="timed bare steps (default 10 CPU, 200 GPU)"
+    )
+    ap.add_argument(
+        "--log-every", type=int, default=None, help="full-step interval (default 5 CPU, 100 GPU)"
+    )
+    ap.add_argument(
+        "--intervals",
+        type=int,
+        default=None,
+        help="timed full-step intervals (default 2 CPU, 4 GPU)",
+    )
+    ap.add_argument(
+        "--eval-size", type=int, default=16, help="the one evaluation at the end (not timed)"
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: on a shared machine two threads that wait on each other "
+        "ran 4-10x slower than one; 0 = torch's default)",
+    )
+    ap.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="peak for MFU (default: known bf16 peak of the GPU)",
+    )
+    ap.add_argument(
+        "--set", action="append", default=[], help="extra Hydra override for the timed trials"
+    )
+    ap.add_argument(
+        "--trial",
+        action="store_true",
+        help="also run one real trial (s5, cot, depth 1, n=16) to 99%%",
+    )
+    ap.add_argument(
+        "--trial-set", action="append", default=[], help="extra Hydra override for --trial"
+    )
     ap.add_argument("--json", type=Path, help="write the rows here")
     args = ap.parse_args(argv)
 
@@ -231,22 +339,32 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads and not gpu:
         torch.set_num_threads(args.threads)
 
-    print(f"torch {torch.__version__}, python {platform.python_version()}, device {device_name(device)}, "
-          f"s5 cot n={args.length}, width {args.width}, heads {args.heads}", flush=True)
+    print(
+        f"torch {torch.__version__}, python {platform.python_version()}, device {device_name(device)}, "
+        f"s5 cot n={args.length}, width {args.width}, heads {args.heads}",
+        flush=True,
+    )
     rows = []
-    header = (f"{'depth':>5}{'batch':>6}{'params':>10}{'bare tok/s':>12}{'full tok/s':>12}{'full/bare':>10}"
-              f"{'bare ms':>9}{'data ms':>9}{'TFLOP/s':>9}{'MFU':>8}")
+    header = (
+        f"{'depth':>5}{'batch':>6}{'params':>10}{'bare tok/s':>12}{'full tok/s':>12}{'full/bare':>10}"
+        f"{'bare ms':>9}{'data ms':>9}{'TFLOP/s':>9}{'MFU':>8}"
+    )
     print(header)
     for batch in (int(b) for b in args.batch_size.split(",")):
         for depth in (int(d) for d in args.depths.split(",")):
             r = measure(depth, batch, args)
             rows.append(r)
             mfu = f"{r['mfu_full'] * 100:7.2f}%" if r["mfu_full"] is not None else f"{'n/a':>8}"
-            print(f"{depth:>5}{batch:>6}{r['params']:>10}{r['bare_tokens_per_s']:>12.0f}{r['full_tokens_per_s']:>12.0f}"
-                  f"{r['full_over_bare']:>10.3f}{r['bare_step_ms']:>9.2f}{r['data_ms']:>9.2f}"
-                  f"{r['model_tflops_full']:>9.3f}{mfu}", flush=True)
-    print("full/bare = bare tokens/s / full tokens/s (the full step's time over the bare step's); "
-          "TFLOP/s and MFU are of the full step; target on GPU: full/bare <= 1.1")
+            print(
+                f"{depth:>5}{batch:>6}{r['params']:>10}{r['bare_tokens_per_s']:>12.0f}{r['full_tokens_per_s']:>12.0f}"
+                f"{r['full_over_bare']:>10.3f}{r['bare_step_ms']:>9.2f}{r['data_ms']:>9.2f}"
+                f"{r['model_tflops_full']:>9.3f}{mfu}",
+                flush=True,
+            )
+    print(
+        "full/bare = bare tokens/s / full tokens/s (the full step's time over the bare step's); "
+        "TFLOP/s and MFU are of the full step; target on GPU: full/bare <= 1.1"
+    )
     out: dict[str, Any] = {"rows": rows}
     if args.trial:
         out["trial"] = real_trial(args)

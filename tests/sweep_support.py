@@ -34,7 +34,9 @@ hydra:
 """
 
 
-def sweep_file(tmp: Path, name: str, params: dict, steps: int = 40, ckpt: int = 20, eval_every: int = 20) -> Path:
+def sweep_file(
+    tmp: Path, name: str, params: dict, steps: int = 40, ckpt: int = 20, eval_every: int = 20
+) -> Path:
     lines = "\n".join(f"      {k}: {v}" for k, v in params.items())
     path = tmp / f"{name}.yaml"
     path.write_text(TINY.format(steps=steps, eval_every=eval_every, ckpt=ckpt, params=lines))

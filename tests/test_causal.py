@@ -94,7 +94,11 @@ def test_labels_match_reachability_and_suites_have_their_shape(task: Causal, sui
         assert len(set(edges)) == len(edges)
         for name in nodes:
             assert NAME.match(name) and name not in FIXED_WORDS
-            lo, hi = (c.long_name_min, c.long_name_max) if suite == "long_names" else (c.name_min, c.name_max)
+            lo, hi = (
+                (c.long_name_min, c.long_name_max)
+                if suite == "long_names"
+                else (c.name_min, c.name_max)
+            )
             assert lo <= len(name) <= hi, (suite, name)
         if m := re.match(r"^(seq|flip)_(\d+)$", suite):
             n = int(m.group(2))
@@ -113,7 +117,9 @@ def test_labels_match_reachability_and_suites_have_their_shape(task: Causal, sui
             n, k = int(m.group(1)), int(m.group(2))
             assert len(edges) == min(int(n * k / 10), n * (n - 1) // 2)
             assert len(nodes) <= n
-            assert all(not path_exists(edges, b, a) for a, b in edges), "a causal graph has no cycle"
+            assert all(not path_exists(edges, b, a) for a, b in edges), (
+                "a causal graph has no cycle"
+            )
         else:  # train, long_names: chains of the training lengths, sentences along the chain
             assert c.min_length <= len(nodes) <= c.length and len(edges) == len(nodes) - 1
             chain_order(edges)
@@ -134,7 +140,9 @@ def test_training_mix_presets(mix: str, flipped: float) -> None:
     kinds = [ex.kind for ex in t.suite_examples("train", 800, seed=0)]
     assert abs(kinds.count("flipped") / len(kinds) - flipped) < 0.06
     custom = task_for("task.mix=custom", "task.flipped_fraction=1.0", "task.flip_prob=1.0")
-    for ex in custom.suite_examples("train", 20, seed=0):  # every edge flipped: listed backwards along the chain
+    for ex in custom.suite_examples(
+        "train", 20, seed=0
+    ):  # every edge flipped: listed backwards along the chain
         assert all(ex.edges[i][0] == ex.edges[i + 1][1] for i in range(len(ex.edges) - 1))
 
 
@@ -145,7 +153,9 @@ def test_examples_depend_on_seed_only(task: Causal) -> None:
 
 
 # ---------------------------------------------------------------- tokens
-@pytest.mark.parametrize("suite", ["train", "seq_20", "flip_9", "reversal", "branch_12_bf20", "long_names"])
+@pytest.mark.parametrize(
+    "suite", ["train", "seq_20", "flip_9", "reversal", "branch_12_bf20", "long_names"]
+)
 def test_tokenizer_round_trips(task: Causal, suite: str) -> None:
     for ex in task.suite_examples(suite, 40, seed=2):
         row = task.describe(ex)
@@ -153,7 +163,9 @@ def test_tokenizer_round_trips(task: Causal, suite: str) -> None:
         assert tokens_to_text(row["tokens"]) == ex.text
         assert text_to_tokens(tokens_to_text(row["tokens"])) == row["tokens"]
         words = {t for t in row["tokens"] if len(t) > 1}
-        assert words <= FIXED_WORDS, "only the fixed words are whole tokens; names go character by character"
+        assert words <= FIXED_WORDS, (
+            "only the fixed words are whole tokens; names go character by character"
+        )
         assert row["tokens"][-1] == "?" and row["labels"][-1] == ex.answer
         assert all(lab is None for lab in row["labels"][:-1])
 
@@ -166,10 +178,16 @@ def test_tokenizer_refuses_what_it_cannot_read() -> None:
 
 
 def test_model_context_covers_the_longest_suite(task: Causal) -> None:
-    need = max(len(task.describe(ex)["tokens"]) for s in SUITES for ex in task.suite_examples(s, 24, seed=0))
+    need = max(
+        len(task.describe(ex)["tokens"])
+        for s in SUITES
+        for ex in task.suite_examples(s, 24, seed=0)
+    )
     spec = task.model_spec()
     assert spec.seq_len >= need
-    assert spec.seq_len == 49 * (2 * 3 + 2) + (2 * 3 + 3)  # 50 nodes, 3-character names: the bound is reached
+    assert spec.seq_len == 49 * (2 * 3 + 2) + (
+        2 * 3 + 3
+    )  # 50 nodes, 3-character names: the bound is reached
     assert spec.vocab_size == len(ITOS)
     assert task_for("task.suites=[seq_7]").model_spec().seq_len == 6 * 8 + 9
 
@@ -212,7 +230,10 @@ def test_fixed_training_set_is_walked_in_a_new_order_every_epoch() -> None:
 
     def rows(step: int) -> list[tuple]:
         b = t.train_batch(16, torch.Generator().manual_seed(4), torch.device("cpu"), step)
-        return [tuple(r[r != STOI["<pad>"]].tolist()) + (int(b.y[i][b.y[i] != IGNORE]),) for i, r in enumerate(b.x)]
+        return [
+            tuple(r[r != STOI["<pad>"]].tolist()) + (int(b.y[i][b.y[i] != IGNORE]),)
+            for i, r in enumerate(b.x)
+        ]
 
     epoch1 = rows(1) + rows(2) + rows(3)
     epoch2 = rows(4) + rows(5) + rows(6)
@@ -223,7 +244,10 @@ def test_fixed_training_set_is_walked_in_a_new_order_every_epoch() -> None:
     b2 = t2.train_batch(16, torch.Generator().manual_seed(4), torch.device("cpu"), 5)
     assert [tuple(r[r != STOI["<pad>"]].tolist()) for r in b2.x] == [r[:-1] for r in rows(5)]
     wrap = task_for("task.train_set_size=10")  # batches larger than the set wrap over epochs
-    assert wrap.train_batch(16, torch.Generator().manual_seed(0), torch.device("cpu"), 1).x.shape[0] == 16
+    assert (
+        wrap.train_batch(16, torch.Generator().manual_seed(0), torch.device("cpu"), 1).x.shape[0]
+        == 16
+    )
 
 
 def test_generation_is_fast_enough() -> None:
@@ -295,7 +319,11 @@ def test_cli_sample_prints_the_promised_fields() -> None:
         assert {"edges", "query", "label", "text", "tokens", "labels"} <= set(r)
         edges = [tuple(e) for e in r["edges"]]
         assert r["label"] == ("Yes" if path_exists(edges, *r["query"]) else "No")
-        assert r["text"] == " ".join(f"{a} causes {b}." for a, b in edges) + f" Does {r['query'][0]} cause {r['query'][1]}?"
+        assert (
+            r["text"]
+            == " ".join(f"{a} causes {b}." for a, b in edges)
+            + f" Does {r['query'][0]} cause {r['query'][1]}?"
+        )
         assert r["tokens"] == text_to_tokens(r["text"])
         assert r["labels"] == [None] * (len(r["tokens"]) - 1) + [r["label"]]
         assert 3 <= len(edges) + 1 <= 6
@@ -310,8 +338,20 @@ FEW_SUITES = "task.suites=[seq_7,seq_9,flip_7,flip_9,reversal,branch_5_bf14,long
 
 
 def _trial(out: Path, *overrides: str) -> dict:
-    cfg = tiny_cfg(["task=causal", FEW_SUITES, "task.suite_size=20", "train.eval_size=32", "train.batch_size=16",
-                    "train.steps=6", "train.eval_every=3", "train.warmup_steps=2", "run.log_every=3", *overrides])
+    cfg = tiny_cfg(
+        [
+            "task=causal",
+            FEW_SUITES,
+            "task.suite_size=20",
+            "train.eval_size=32",
+            "train.batch_size=16",
+            "train.steps=6",
+            "train.eval_every=3",
+            "train.warmup_steps=2",
+            "run.log_every=3",
+            *overrides,
+        ]
+    )
     return run_trial(cfg, out)
 
 
@@ -335,13 +375,19 @@ def test_trial_runs_end_to_end_and_reports_every_suite(tmp_path: Path) -> None:
     assert len(records) == 2 and all(r.done for r in records)
     ctx = ReportContext(sweep_dir=sweep, report_dir=tmp_path / "report", records=records)
     sec = causal_section(records, ctx)
-    assert sec.figures and all(f.path.exists() and f.path.stat().st_size > 10_000 for f in sec.figures)
+    assert sec.figures and all(
+        f.path.exists() and f.path.stat().st_size > 10_000 for f in sec.figures
+    )
     tables = [b for b in sec.blocks if b.__class__.__name__ == "Table"]
     assert [t.headers[1:] for t in tables[:2]] == [["7", "9"], ["7", "9"]]
     assert any(row[0].startswith("NoPE — reported") and row[1] == "1.00" for row in tables[0].rows)
-    ours = next(row for row in tables[0].rows if row[0].startswith("TS2 NoPE"))  # + the varying train_set_size
+    ours = next(
+        row for row in tables[0].rows if row[0].startswith("TS2 NoPE")
+    )  # + the varying train_set_size
     assert float(ours[1]) == results[0]["eval"]["acc/seq_7"]
-    assert "branching 5 nodes, factor 1.4" in tables[2].headers and "longer names" in tables[2].headers
+    assert (
+        "branching 5 nodes, factor 1.4" in tables[2].headers and "longer names" in tables[2].headers
+    )
 
     report = build_report(sweep)
     text = report.markdown.read_text()
@@ -358,7 +404,13 @@ def test_gpu_sweep_is_the_papers_grid_at_the_papers_size(tmp_path: Path) -> None
     assert {a[0] for a in axes} == {"none", "learned", "sinusoidal", "rope"}
     assert {a[1] for a in axes} == {"sequential", "TS1", "TS2"}
     c = trials[0].cfg
-    assert (c.model.depth, c.model.heads, c.model.width, c.train.lr, c.train.batch_size) == (12, 8, 512, 1e-4, 128)
+    assert (c.model.depth, c.model.heads, c.model.width, c.train.lr, c.train.batch_size) == (
+        12,
+        8,
+        512,
+        1e-4,
+        128,
+    )
     assert c.task.train_set_size == 175000 and c.task.suite_size == 500
     assert c.train.steps * c.train.batch_size >= 100 * c.task.train_set_size  # 100 epochs
     assert make_task(c.task, c.setting).model_spec().seq_len == 401
@@ -379,15 +431,29 @@ def test_cpu_sweep_runs_end_to_end_and_its_report_renders(tmp_path: Path, ray_lo
     from cotsweep.sweep.engine import launch
 
     d = tmp_path / "causal"
-    out = launch("causal_axioms_cpu", ["train.steps=6", "train.eval_every=3", "train.eval_size=32",
-                                       "train.warmup_steps=2", "task.suite_size=10", "run.log_every=3",
-                                       "model.width=32", "tracking=none"], d, progress=False)
+    out = launch(
+        "causal_axioms_cpu",
+        [
+            "train.steps=6",
+            "train.eval_every=3",
+            "train.eval_size=32",
+            "train.warmup_steps=2",
+            "task.suite_size=10",
+            "run.log_every=3",
+            "model.width=32",
+            "tracking=none",
+        ],
+        d,
+        progress=False,
+    )
     assert out.ok and out.counts["done"] == 4  # NoPE and learned PE x sequential and TS2
     report = build_report(d)
     md = report.markdown.read_text()
     assert "Causal transitivity by axiomatic training" in md and "failed to build" not in md
     assert {p.name for p in report.images} >= {"causal_accuracy_vs_chain_length.png"}
-    assert "| TS2 NoPE |" in md and "| sequential learned PE |" in md and "NoPE — reported (TS2)" in md
+    assert (
+        "| TS2 NoPE |" in md and "| sequential learned PE |" in md and "NoPE — reported (TS2)" in md
+    )
 
 
 @pytest.mark.slow
@@ -397,9 +463,23 @@ def test_small_model_learns_transitivity_above_chance(tmp_path: Path) -> None:
     Measured: in-distribution accuracy 0.77 at step 1000 and 0.79 at 2000 (loss from
     0.693 to 0.49), about 6 minutes on a loaded 2-core machine.
     """
-    cfg = tiny_cfg(["task=causal", "task.suites=[seq_7]", "task.suite_size=100", "task.mix=sequential",
-                    "task.length=4", "task.name_max=1", "model.depth=2", "model.width=128",
-                    "model.pos_encoding=learned", "train.lr=1e-3", "train.steps=1200", "train.eval_every=600",
-                    "train.warmup_steps=100", "train.eval_size=512"])
+    cfg = tiny_cfg(
+        [
+            "task=causal",
+            "task.suites=[seq_7]",
+            "task.suite_size=100",
+            "task.mix=sequential",
+            "task.length=4",
+            "task.name_max=1",
+            "model.depth=2",
+            "model.width=128",
+            "model.pos_encoding=learned",
+            "train.lr=1e-3",
+            "train.steps=1200",
+            "train.eval_every=600",
+            "train.warmup_steps=100",
+            "train.eval_size=512",
+        ]
+    )
     ev = run_trial(cfg, tmp_path / "trial")["eval"]
     assert ev["acc"] > 0.65, ev

@@ -200,8 +200,14 @@ def test_worker_image_installs_the_project_pins() -> None:
     import tomllib
 
     out = subprocess.run(
-        [sys.executable, str(ROOT / "workers" / "pinned_requirements.py"), str(ROOT / "pyproject.toml")],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            str(ROOT / "workers" / "pinned_requirements.py"),
+            str(ROOT / "pyproject.toml"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     with (ROOT / "pyproject.toml").open("rb") as f:
         assert out == tomllib.load(f)["project"]["dependencies"]
@@ -219,7 +225,9 @@ def test_every_placeholder_is_documented() -> None:
     assert used, "no placeholders found: the scan is broken"
     assert used - documented == set(), "used in cluster.yaml, missing from its header"
     assert documented - used == set(), "in the header, used nowhere"
-    assert {p for p in used if not re.search(rf"\b{p}\b", doc)} == set(), "missing from docs/CLUSTER.md"
+    assert {p for p in used if not re.search(rf"\b{p}\b", doc)} == set(), (
+        "missing from docs/CLUSTER.md"
+    )
 
 
 def test_synced_checkout_is_what_setup_installs() -> None:
@@ -233,15 +241,20 @@ def test_every_node_runs_with_the_shared_token() -> None:
     """cotsweep's processes default to RAY_AUTH_MODE=token: the cluster must too."""
     config = aws_variant(cluster_text())
     assert config["file_mounts"].get("~/.ray/auth_token") == "~/.ray/auth_token"
-    starts = [c for c in config["head_start_ray_commands"] + config["worker_start_ray_commands"]
-              if "ray start" in c]
+    starts = [
+        c
+        for c in config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+        if "ray start" in c
+    ]
     assert len(starts) == 2 and all("RAY_AUTH_MODE=token ray start" in c for c in starts)
 
 
 def test_documented_sweep_dir_is_on_the_shared_mount() -> None:
     """Trial outputs go where every node's container sees the same files."""
     config = aws_variant(cluster_text())
-    mounts = [o.split()[1].split(":") for o in config["docker"]["run_options"] if o.startswith("-v ")]
+    mounts = [
+        o.split()[1].split(":") for o in config["docker"]["run_options"] if o.startswith("-v ")
+    ]
     shared = [inside for outside, inside in mounts if outside == inside]
     assert shared, "no host path is mounted into the container at the same path"
 
@@ -285,8 +298,9 @@ def test_runtime_env_merges_with_what_the_driver_adds(monkeypatch: pytest.Monkey
         monkeypatch.setenv(key, value)
     driver_env = {"env_vars": {**cluster.ray_env(), **cluster._passthrough_env()}}
 
-    assert _merge_runtime_env(job_env, driver_env) is not None, (
-        set(job_env["env_vars"]) & set(driver_env["env_vars"]))
+    assert _merge_runtime_env(job_env, driver_env) is not None, set(job_env["env_vars"]) & set(
+        driver_env["env_vars"]
+    )
 
 
 def test_working_dir_upload_leaves_outputs_behind(tmp_path: Path) -> None:
@@ -299,10 +313,15 @@ def test_working_dir_upload_leaves_outputs_behind(tmp_path: Path) -> None:
     shutil.copy(ROOT / ".gitignore", checkout / ".gitignore")
     code = ["pyproject.toml", "src/cotsweep/cli.py", "sweeps/smoke.yaml", "conf/config.yaml"]
     outputs = [
-        "runs/smoke/ledger.sqlite", "runs/smoke/trials/ab12/ckpt/last.pt",
-        "outputs/2026-01-01/12-00-00/.hydra/config.yaml", "multirun/2026-01-01/0/result.json",
-        "wandb/offline-run-1/run.wandb", ".venv/bin/python", ".git/HEAD",
-        "scratch/ledger.sqlite-wal", "scratch/last.pt",
+        "runs/smoke/ledger.sqlite",
+        "runs/smoke/trials/ab12/ckpt/last.pt",
+        "outputs/2026-01-01/12-00-00/.hydra/config.yaml",
+        "multirun/2026-01-01/0/result.json",
+        "wandb/offline-run-1/run.wandb",
+        ".venv/bin/python",
+        ".git/HEAD",
+        "scratch/ledger.sqlite-wal",
+        "scratch/last.pt",
     ]
     for rel in code + outputs:
         (checkout / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -311,7 +330,9 @@ def test_working_dir_upload_leaves_outputs_behind(tmp_path: Path) -> None:
     env = load_runtime_env(str(checkout))
     package = tmp_path / "working_dir.zip"
     create_package(
-        env["working_dir"], package, include_gitignore=True,
+        env["working_dir"],
+        package,
+        include_gitignore=True,
         excludes=get_runtime_env_default_excludes() + env["excludes"],
     )
     uploaded = {n for n in ZipFile(package).namelist() if not n.endswith("/")}

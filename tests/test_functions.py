@@ -53,7 +53,9 @@ def test_least_squares_recovers_a_noiseless_linear_function_once_k_reaches_d():
     # below d it is the minimum-norm fit: the pseudo-inverse's prediction
     i = 3
     w_min = torch.linalg.pinv(xs[:, :i]) @ ys[:, :i, None]
-    assert torch.allclose(least_squares(xs, ys)[:, i], (xs[:, i] * w_min[..., 0]).sum(-1), atol=1e-9)
+    assert torch.allclose(
+        least_squares(xs, ys)[:, i], (xs[:, i] * w_min[..., 0]).sum(-1), atol=1e-9
+    )
 
 
 def test_nearest_neighbours_and_averaging_by_hand():
@@ -64,7 +66,9 @@ def test_nearest_neighbours_and_averaging_by_hand():
     assert knn == pytest.approx([0.0, 1.0, 1.5, 2.0, (3.0 + 4.0 + 2.0) / 3])
     avg = averaging(xs, ys)[0].tolist()
     # x_i * mean_{j<i}(x_j y_j): moments 0, 2, 30, 8
-    assert avg == pytest.approx([0.0, 0.0, 10.0 * (0 + 2) / 2, 2.0 * (0 + 2 + 30) / 3, 9.0 * (0 + 2 + 30 + 8) / 4])
+    assert avg == pytest.approx(
+        [0.0, 0.0, 10.0 * (0 + 2) / 2, 2.0 * (0 + 2 + 30) / 3, 9.0 * (0 + 2 + 30 + 8) / 4]
+    )
 
 
 def test_sparse_linear_has_exactly_the_promised_support_inside_the_active_dims():
@@ -129,8 +133,15 @@ def test_mixture_parsing_and_draws_follow_the_weights():
 
 
 def test_curriculum_grows_dims_and_points_and_zeroes_the_unused_dims():
-    task = task_for("task.dims=8", "task.length=15", "task.curriculum_every=10", "task.dims_start=3",
-                    "task.points_start=5", "task.points_step=4", "task.dims_step=2")
+    task = task_for(
+        "task.dims=8",
+        "task.length=15",
+        "task.curriculum_every=10",
+        "task.dims_start=3",
+        "task.points_start=5",
+        "task.points_step=4",
+        "task.dims_step=2",
+    )
     gen = torch.Generator().manual_seed(6)
     seen = {}
     for step in (1, 10, 11, 21, 31, 1000):
@@ -139,11 +150,17 @@ def test_curriculum_grows_dims_and_points_and_zeroes_the_unused_dims():
         active = int((x_tokens != 0).any(0).any(0).sum())
         seen[step] = (b.x.shape[1] // 2, active)
         assert b.x.shape[2] == 8 and b.y.shape == b.mask.shape == b.x.shape[:2]
-        assert b.mask[:, 0::2].all() and not b.mask[:, 1::2].any()  # predictions count at the x positions
+        assert (
+            b.mask[:, 0::2].all() and not b.mask[:, 1::2].any()
+        )  # predictions count at the x positions
         assert torch.equal(y_tokens[..., 0], b.y[:, 0::2])  # y read as [y, 0, .., 0] after its x
         assert not y_tokens[..., 1:].any()
     assert seen == {1: (5, 3), 10: (5, 3), 11: (9, 5), 21: (13, 7), 31: (15, 8), 1000: (15, 8)}
-    assert task.model_spec().seq_len == 30 and task.model_spec().in_dim == 8 and task.model_spec().out_dim == 1
+    assert (
+        task.model_spec().seq_len == 30
+        and task.model_spec().in_dim == 8
+        and task.model_spec().out_dim == 1
+    )
 
 
 def test_bad_values_are_refused_by_key():
@@ -158,11 +175,25 @@ def test_bad_values_are_refused_by_key():
 
 
 def test_a_short_trial_trains_evaluates_beside_the_baselines_and_writes_its_result(tmp, one_thread):
-    cfg = tiny_cfg([*SMALL, "task.dims=3", "task.length=8", "task.mixture=linear+sinusoid",
-                    "task.curriculum_every=30", "task.dims_start=2", "task.points_start=5",
-                    "task.eval_alphas=[0.0,0.5,1.0]", "task.eval_freqs=[0.5,1.5,4.0]",
-                    "train.steps=90", "train.eval_every=45", "train.eval_size=64", "train.warmup_steps=10",
-                    "train.lr=3e-3", "run.log_every=15"])
+    cfg = tiny_cfg(
+        [
+            *SMALL,
+            "task.dims=3",
+            "task.length=8",
+            "task.mixture=linear+sinusoid",
+            "task.curriculum_every=30",
+            "task.dims_start=2",
+            "task.points_start=5",
+            "task.eval_alphas=[0.0,0.5,1.0]",
+            "task.eval_freqs=[0.5,1.5,4.0]",
+            "train.steps=90",
+            "train.eval_every=45",
+            "train.eval_size=64",
+            "train.warmup_steps=10",
+            "train.lr=3e-3",
+            "run.log_every=15",
+        ]
+    )
     result = run_trial(cfg, tmp)
     saved = json.loads((tmp / "result.json").read_text())
     assert saved["task"] == "functions" and saved["steps"] == 90
@@ -177,11 +208,18 @@ def test_a_short_trial_trains_evaluates_beside_the_baselines_and_writes_its_resu
     # with no example every baseline predicts 0: the same error, the batch's mean square over d
     first = [ev[f"curve/linear/{p}"][0] for p in ("lsq", "knn3", "avg")]
     assert first[0] > 0 and first == pytest.approx([first[0]] * 3)
-    assert ev["combo_a"] == [0.0, 0.5, 1.0] and len(ev["combo/model"]) == 3 and ev["combo/lsq"][2] < 1e-12
+    assert (
+        ev["combo_a"] == [0.0, 0.5, 1.0]
+        and len(ev["combo/model"]) == 3
+        and ev["combo/lsq"][2] < 1e-12
+    )
     assert ev["freq"] == [0.5, 1.5, 4.0] and len(ev["freq/knn3"]) == 3
     assert ev["freq_train_min"] == 1.0 and ev["freq_train_max"] == 2.0
-    losses = [json.loads(line)["train/loss"] for line in (tmp / "metrics.jsonl").read_text().splitlines()
-              if "train/loss" in line]
+    losses = [
+        json.loads(line)["train/loss"]
+        for line in (tmp / "metrics.jsonl").read_text().splitlines()
+        if "train/loss" in line
+    ]
     assert len(losses) == 6 and all(math.isfinite(v) for v in losses)
     assert result["eval"] == saved["eval"]
 
@@ -195,7 +233,9 @@ def test_baselines_are_cached_per_generator_state_and_match_a_fresh_computation(
     first = task.evaluate(model, 32, torch.Generator().manual_seed(7), CPU)
     again = task.evaluate(model, 32, torch.Generator().manual_seed(7), CPU)
     other = task.evaluate(model, 32, torch.Generator().manual_seed(8), CPU)
-    fresh = make_task(task.cfg, cfg.setting).evaluate(model, 32, torch.Generator().manual_seed(8), CPU)
+    fresh = make_task(task.cfg, cfg.setting).evaluate(
+        model, 32, torch.Generator().manual_seed(8), CPU
+    )
     assert first == again
     assert other["linear/lsq"] != first["linear/lsq"]
     assert other == fresh
@@ -209,7 +249,9 @@ def test_tasks_sample_prints_family_params_xs_ys():
     assert len(rows) == 50
     for row in rows:
         assert row["family"] == "linear"  # the default mixture
-        assert len(row["xs"]) == 41 and all(len(x) == 20 for x in row["xs"]) and len(row["ys"]) == 41
+        assert (
+            len(row["xs"]) == 41 and all(len(x) == 20 for x in row["xs"]) and len(row["ys"]) == 41
+        )
         w = torch.tensor(row["params"]["w"], dtype=torch.float64)
         ys = torch.tensor(row["xs"], dtype=torch.float64) @ w
         assert torch.allclose(ys, torch.tensor(row["ys"], dtype=torch.float64), atol=1e-4)
@@ -219,8 +261,19 @@ def test_tasks_sample_prints_family_params_xs_ys():
     assert again.getvalue() == buf.getvalue()
     mixed = io.StringIO()
     with redirect_stdout(mixed):
-        cli(["tasks", "sample", "functions", "--count", "40", "--seed", "1",
-             "--set", "mixture=sparse_linear+sinusoid+combination"])
+        cli(
+            [
+                "tasks",
+                "sample",
+                "functions",
+                "--count",
+                "40",
+                "--seed",
+                "1",
+                "--set",
+                "mixture=sparse_linear+sinusoid+combination",
+            ]
+        )
     rows = [json.loads(line) for line in mixed.getvalue().splitlines()]
     kinds = {r["family"] for r in rows}
     assert kinds == {"sparse_linear", "sinusoid", "combination"}
@@ -250,16 +303,31 @@ def test_function_mixtures_cpu_sweep_runs_end_to_end_and_its_report_renders(tmp_
     from cotsweep.sweep.engine import launch
 
     d = tmp_path / "functions"
-    out = launch("function_mixtures_cpu", ["model.depth=1", "train.steps=40", "train.eval_every=20",
-                                           "train.eval_size=32", "train.warmup_steps=5", "run.log_every=10",
-                                           "tracking=none"], d, progress=False)
+    out = launch(
+        "function_mixtures_cpu",
+        [
+            "model.depth=1",
+            "train.steps=40",
+            "train.eval_every=20",
+            "train.eval_size=32",
+            "train.warmup_steps=5",
+            "run.log_every=10",
+            "tracking=none",
+        ],
+        d,
+        progress=False,
+    )
     assert out.ok and out.counts["done"] == 2  # mixtures linear and linear+sinusoid
     report = build_report(d)
     md = report.markdown.read_text()
     assert "In-context learning of function-class mixtures" in md
     assert "failed to build" not in md
     names = {p.name for p in report.images}
-    assert {"functions_error_vs_examples.png", "functions_error_vs_a.png", "functions_error_vs_frequency.png"} <= names
+    assert {
+        "functions_error_vs_examples.png",
+        "functions_error_vs_a.png",
+        "functions_error_vs_frequency.png",
+    } <= names
     assert all(p.stat().st_size > 10_000 for p in report.images)
     # the tables behind the figures: a row per mixture and model, and the baselines beside them
     assert "| `linear+sinusoid` | model 1L×4H×64 |" in md and "best baseline" in md

@@ -36,8 +36,15 @@ from cotsweep.sweep.ids import trial_id
 
 # a real trial, as small as a trial gets: tiny model, a few steps, short inputs
 TRIAL = [
-    "model=tiny", "tracking=none", "run.device=cpu", "task.length=3", "train.steps=4",
-    "train.eval_every=4", "train.eval_size=64", "train.warmup_steps=1", "train.batch_size=16",
+    "model=tiny",
+    "tracking=none",
+    "run.device=cpu",
+    "task.length=3",
+    "train.steps=4",
+    "train.eval_every=4",
+    "train.eval_size=64",
+    "train.warmup_steps=1",
+    "train.batch_size=16",
     "run.checkpoint_every=2",
 ]
 
@@ -91,7 +98,9 @@ class TestCotsweepLauncherIntegration(IntegrationTestSuite):
         "sweep dir; the second job is the same trial, done already in the ledger, so it is not "
         "rerun and the second app's prints never happen. Strict: it fails if a done trial reruns.",
     )
-    def test_to_absolute_path_multirun(self, tmpdir: Path, task_launcher_cfg: dict, extra_flags: list[str]) -> None:
+    def test_to_absolute_path_multirun(
+        self, tmpdir: Path, task_launcher_cfg: dict, extra_flags: list[str]
+    ) -> None:
         super().test_to_absolute_path_multirun(tmpdir, task_launcher_cfg, extra_flags)
 
 
@@ -105,8 +114,13 @@ def test_plugin_is_discovered_without_importing_ray_or_torch():
         "names = [p.__name__ for p in Plugins.instance().discover(Launcher)]\n"
         "print(names, ConfigStore.instance().list('hydra/launcher'), 'ray' in sys.modules, 'torch' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "['BasicLauncher', 'CotsweepLauncher'] ['basic.yaml', 'cotsweep.yaml'] False False"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert (
+        out.strip()
+        == "['BasicLauncher', 'CotsweepLauncher'] ['basic.yaml', 'cotsweep.yaml'] False False"
+    )
 
 
 # ---------------------------------------------------------------- our trials, the Hydra way
@@ -127,16 +141,25 @@ def test_multirun_records_trial_ids_and_a_second_run_reruns_nothing(tmp_path, hy
     sweep_dir = tmp_path / "sweep"
     expected = {trial_id(compose_trial([*TRIAL, f"task={t}"])): t for t in ("modadd", "s5")}
 
-    code = hydra_app.cli(["-m", "task=modadd,s5", *TRIAL, "hydra/launcher=cotsweep", f"hydra.sweep.dir={sweep_dir}"])
+    code = hydra_app.cli(
+        ["-m", "task=modadd,s5", *TRIAL, "hydra/launcher=cotsweep", f"hydra.sweep.dir={sweep_dir}"]
+    )
     assert code == 0
     rows = ledger_rows(sweep_dir)
     assert set(rows) == set(expected)
     for tid, task in expected.items():
         row = rows[tid]
-        assert (row["state"], row["attempts"], json.loads(row["overrides"])[0]) == ("done", 1, f"task={task}")
+        assert (row["state"], row["attempts"], json.loads(row["overrides"])[0]) == (
+            "done",
+            1,
+            f"task={task}",
+        )
         assert files.read_json(sweep_dir / "trials" / tid / files.RESULT)["steps"] == 4
     assert (sweep_dir / "0" / ".hydra" / "overrides.yaml").exists()  # Hydra's own job outputs too
-    results = {p: (p.stat().st_mtime_ns, files.read_json(p)) for p in sweep_dir.glob("trials/*/result.json")}
+    results = {
+        p: (p.stat().st_mtime_ns, files.read_json(p))
+        for p in sweep_dir.glob("trials/*/result.json")
+    }
     attempts = {p: p.read_text() for p in sweep_dir.glob("trials/*/attempts.jsonl")}
 
     # the same multirun again, through Hydra's test runner to see the JobReturns
@@ -154,7 +177,9 @@ def test_multirun_records_trial_ids_and_a_second_run_reruns_nothing(tmp_path, hy
 
 
 @pytest.mark.usefixtures("hydra_restore_singletons")
-def test_raising_job_is_retried_then_recorded_failed_while_the_other_completes(tmp_path, hydra_sweep_runner):
+def test_raising_job_is_retried_then_recorded_failed_while_the_other_completes(
+    tmp_path, hydra_sweep_runner
+):
     sweep_dir = tmp_path / "sweep"
     good, bad = (trial_id(compose_trial([*TRIAL, "task=s5", f"seed={s}"])) for s in (0, 1))
     # a torn checkpoint left by some earlier crash: loading it raises on every attempt
@@ -162,7 +187,11 @@ def test_raising_job_is_retried_then_recorded_failed_while_the_other_completes(t
     ckpt.parent.mkdir(parents=True)
     ckpt.write_bytes(b"not a checkpoint")
 
-    sweep = _sweep(hydra_sweep_runner, sweep_dir, ["task=s5", "seed=0,1", *TRIAL, "hydra.launcher.max_attempts=3"])
+    sweep = _sweep(
+        hydra_sweep_runner,
+        sweep_dir,
+        ["task=s5", "seed=0,1", *TRIAL, "hydra.launcher.max_attempts=3"],
+    )
     with pytest.raises(Exception) as raised:  # Hydra's sweeper re-raises a FAILED job's exception
         with sweep:
             pass
@@ -199,7 +228,10 @@ def test_jobs_with_the_same_config_run_once_and_each_gets_its_return(tmp_path, h
         rows = ledger_rows(sweep_dir)
         assert set(rows) == {ids[0], ids[1]}
         assert all(r["state"] == "done" and r["attempts"] == 1 for r in rows.values())
-        assert sorted(p.name for p in sweep_dir.iterdir() if p.name.isdigit()) == ["0", "1"]  # job 2 never ran
+        assert sorted(p.name for p in sweep_dir.iterdir() if p.name.isdigit()) == [
+            "0",
+            "1",
+        ]  # job 2 never ran
 
 
 @pytest.mark.usefixtures("hydra_restore_singletons")

@@ -21,7 +21,14 @@ ENCODINGS = [e.value for e in PosEncoding]
 
 def make(pos: str, **kw) -> GPT:
     torch.manual_seed(0)
-    c = GPTConfig(seq_len=kw.pop("seq_len", 12), depth=2, width=32, heads=4, pos_encoding=PosEncoding(pos), **kw)
+    c = GPTConfig(
+        seq_len=kw.pop("seq_len", 12),
+        depth=2,
+        width=32,
+        heads=4,
+        pos_encoding=PosEncoding(pos),
+        **kw,
+    )
     return GPT(c).eval()
 
 
@@ -38,7 +45,9 @@ def test_changing_a_later_token_leaves_earlier_logits_unchanged(pos: str) -> Non
         before = model(x)
         for t in (0, 5, 11):
             changed = x.clone()
-            changed[:, t:] = (changed[:, t:] + 1 + torch.randint(0, 10, changed[:, t:].shape, generator=gen)) % 11
+            changed[:, t:] = (
+                changed[:, t:] + 1 + torch.randint(0, 10, changed[:, t:].shape, generator=gen)
+            ) % 11
             after = model(changed)
             # exactly equal: a leak of any size is a bug, and the prefix computation is the same
             torch.testing.assert_close(after[:, :t], before[:, :t], rtol=0, atol=1e-6)

@@ -67,23 +67,54 @@ def seed_acc(task: str, setting: str, depth: int, length: int, seed: int) -> flo
 def _metrics(acc: float, chance: float, last_step: int) -> list[dict]:
     rows = []
     for step in range(100, last_step + 1, 100):
-        rows.append({"step": step, "train/loss": 0.05 + 3.0 * math.exp(-step / 300), "train/lr": 1e-3,
-                     "perf/tokens_per_s": 5e4})
+        rows.append(
+            {
+                "step": step,
+                "train/loss": 0.05 + 3.0 * math.exp(-step / 300),
+                "train/lr": 1e-3,
+                "perf/tokens_per_s": 5e4,
+            }
+        )
         if step % 200 == 0:
-            rows.append({"step": step, "eval/acc": chance + (acc - chance) * (1 - math.exp(-step / 200))})
+            rows.append(
+                {"step": step, "eval/acc": chance + (acc - chance) * (1 - math.exp(-step / 200))}
+            )
     return rows
 
 
-def _write_trial(root: Path, base_cfg: dict, task: str, setting: str, depth: int, length: int, seed: int,
-                 *, state: str, error: str | None = None, write_dir: bool = True) -> tuple:
+def _write_trial(
+    root: Path,
+    base_cfg: dict,
+    task: str,
+    setting: str,
+    depth: int,
+    length: int,
+    seed: int,
+    *,
+    state: str,
+    error: str | None = None,
+    write_dir: bool = True,
+) -> tuple:
     cfg = copy.deepcopy(base_cfg)
     cfg["task"] = {"name": task, "length": length}
     cfg["setting"], cfg["seed"] = setting, seed
     cfg["model"]["depth"] = depth
     cfg["sweep"] = {"name": "synthetic_cot", "dir": str(root)}
     tid = f"{task}-{setting}-d{depth}-n{length}-s{seed}"
-    overrides = [f"task={task}", f"setting={setting}", f"model.depth={depth}", f"task.length={length}", f"seed={seed}"]
-    axes = {"task": task, "setting": setting, "model.depth": depth, "task.length": length, "seed": seed}
+    overrides = [
+        f"task={task}",
+        f"setting={setting}",
+        f"model.depth={depth}",
+        f"task.length={length}",
+        f"seed={seed}",
+    ]
+    axes = {
+        "task": task,
+        "setting": setting,
+        "model.depth": depth,
+        "task.length": length,
+        "seed": seed,
+    }
     text = yaml.safe_dump(cfg)
     if write_dir:
         d = root / "trials" / tid
@@ -91,11 +122,23 @@ def _write_trial(root: Path, base_cfg: dict, task: str, setting: str, depth: int
         (d / "config.yaml").write_text(text)
         acc = seed_acc(task, setting, depth, length, seed)
         last = STEPS if state == "done" else 400
-        (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _metrics(acc, CHANCE[task], last)))
+        (d / "metrics.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in _metrics(acc, CHANCE[task], last))
+        )
         if state == "done":
-            result = {"trial_id": tid, "task": task, "setting": setting, "depth": depth, "length": length,
-                      "seed": seed, "acc": acc, "chain_acc": acc if setting != "base" else None,
-                      "chance": CHANCE[task], "steps": STEPS, "wall_time_s": 12.5}
+            result = {
+                "trial_id": tid,
+                "task": task,
+                "setting": setting,
+                "depth": depth,
+                "length": length,
+                "seed": seed,
+                "acc": acc,
+                "chain_acc": acc if setting != "base" else None,
+                "chance": CHANCE[task],
+                "steps": STEPS,
+                "wall_time_s": 12.5,
+            }
             (d / "result.json").write_text(json.dumps(result))
     return (tid, state, 1, json.dumps(overrides), json.dumps(axes), text, error)
 
@@ -103,10 +146,15 @@ def _write_trial(root: Path, base_cfg: dict, task: str, setting: str, depth: int
 def _ledger(root: Path, rows: list[tuple], columns: str = "full") -> None:
     db = sqlite3.connect(root / "ledger.sqlite")
     if columns == "full":
-        db.execute("CREATE TABLE trials (id TEXT PRIMARY KEY, state TEXT NOT NULL, attempts INTEGER, "
-                   "overrides TEXT, axes TEXT, config TEXT, error TEXT, traceback TEXT)")
-        db.executemany("INSERT INTO trials (id, state, attempts, overrides, axes, config, error) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        db.execute(
+            "CREATE TABLE trials (id TEXT PRIMARY KEY, state TEXT NOT NULL, attempts INTEGER, "
+            "overrides TEXT, axes TEXT, config TEXT, error TEXT, traceback TEXT)"
+        )
+        db.executemany(
+            "INSERT INTO trials (id, state, attempts, overrides, axes, config, error) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
     else:
         db.execute("CREATE TABLE trials (id TEXT PRIMARY KEY, state TEXT NOT NULL, error TEXT)")
         db.executemany("INSERT INTO trials VALUES (?, ?, ?)", [(r[0], r[1], r[6]) for r in rows])
@@ -176,16 +224,28 @@ def test_load_trials_reads_states_axes_and_gaps(synthetic):
     records = load_trials(root)
     assert len(records) == len(DRAWN) * len(SETTINGS) * len(DEPTHS) * len(LENGTHS) * len(SEEDS)
     by_id = {r.id: r for r in records}
-    states = {s: sum(r.state == s for r in records) for s in ("done", "failed", "running", "missing")}
+    states = {
+        s: sum(r.state == s for r in records) for s in ("done", "failed", "running", "missing")
+    }
     assert states == {"done": len(records) - 3 - 3 - 1 - 1, "failed": 4, "running": 1, "missing": 3}
     missing = by_id["s5-hint-d16-n16-s0"]
     assert missing.dir is None and missing.result is None
     # axes of a trial that never started come from the ledger's config
-    assert {"task": "s5", "setting": "hint", "depth": 16, "length": 16, "seed": 0}.items() <= missing.axes.items()
+    assert {
+        "task": "s5",
+        "setting": "hint",
+        "depth": 16,
+        "length": 16,
+        "seed": 0,
+    }.items() <= missing.axes.items()
     failed = by_id["s5-base-d16-n16-s1"]
     assert failed.state == "failed" and OOM in failed.error and failed.metrics  # partial curve kept
     done = by_id["s5-cot-d1-n4-s2"]
-    assert done.done and done.value("acc") == pytest.approx(1.0) and done.value("chance") == pytest.approx(1 / 120)
+    assert (
+        done.done
+        and done.value("acc") == pytest.approx(1.0)
+        and done.value("chance") == pytest.approx(1 / 120)
+    )
     assert done.axes["pos_encoding"] == "learned"
     steps, losses = done.series("train/loss")
     assert steps[0] == 100 and steps[-1] == STEPS and losses[0] > losses[-1]
@@ -204,13 +264,18 @@ def test_without_a_ledger_a_dir_without_result_is_unfinished(tmp_path):
 
 def test_a_ledger_with_only_id_state_error_still_lists_trials_that_never_started(tmp_path):
     base_cfg = OmegaConf.to_container(tiny_cfg(), resolve=True, enum_to_str=True)
-    rows = [_write_trial(tmp_path, base_cfg, "s5", "cot", 1, 4, 0, state="done"),
-            _write_trial(tmp_path, base_cfg, "s5", "cot", 2, 4, 0, state="pending", write_dir=False),
-            _write_trial(tmp_path, base_cfg, "s5", "base", 1, 4, 0, state="failed", error="ValueError: boom")]
+    rows = [
+        _write_trial(tmp_path, base_cfg, "s5", "cot", 1, 4, 0, state="done"),
+        _write_trial(tmp_path, base_cfg, "s5", "cot", 2, 4, 0, state="pending", write_dir=False),
+        _write_trial(
+            tmp_path, base_cfg, "s5", "base", 1, 4, 0, state="failed", error="ValueError: boom"
+        ),
+    ]
     _ledger(tmp_path, rows, columns="minimal")
     records = {r.id: r for r in load_trials(tmp_path)}
-    assert [records[k].state for k in ("s5-cot-d1-n4-s0", "s5-cot-d2-n4-s0", "s5-base-d1-n4-s0")] == [
-        "done", "missing", "failed"]
+    assert [
+        records[k].state for k in ("s5-cot-d1-n4-s0", "s5-cot-d2-n4-s0", "s5-base-d1-n4-s0")
+    ] == ["done", "missing", "failed"]
     report = build_report(tmp_path)
     md = report.markdown.read_text()
     assert "`s5-cot-d2-n4-s0`" in md and "(unknown)" in md  # listed though nothing is known of it
@@ -288,7 +353,11 @@ def test_the_report_sets_our_figures_beside_the_reported_ones(synthetic):
     _, verdicts = check_findings(FINDINGS, load_trials(root))
     # each finding's row carries the reported figure beside ours and the status
     row = _table_row(md, "s5 with CoT: 100% with a 1-layer model")
-    assert "1.00 at depth 1" in row and "n=4: 1.00; n=16: 1.00" in row and row.rstrip(" |").endswith(REPRODUCED)
+    assert (
+        "1.00 at depth 1" in row
+        and "n=4: 1.00; n=16: 1.00" in row
+        and row.rstrip(" |").endswith(REPRODUCED)
+    )
     # modadd (4), isq (2) and cvp at depth 8 are not in this sweep
     assert md.count(f"| {NOT_RUN} |") == sum(v.status == NOT_RUN for v in verdicts) == 7
 
@@ -298,8 +367,13 @@ def test_failed_and_missing_trials_are_listed_with_their_errors(synthetic):
     md = report.markdown.read_text()
     overview = md.split("## Chain of thought")[0]
     assert "Trials without a result" in overview
-    for tid in ("s5-base-d16-n16-s0", "s5-base-d16-n16-s2", "cvp-cot-d1-n16-s2", "s5-hint-d16-n16-s1",
-                "cvp-cot-d4-n16-s1"):
+    for tid in (
+        "s5-base-d16-n16-s0",
+        "s5-base-d16-n16-s2",
+        "cvp-cot-d1-n16-s2",
+        "s5-hint-d16-n16-s1",
+        "cvp-cot-d4-n16-s1",
+    ):
         assert f"`{tid}`" in overview
     assert overview.count(OOM) == 4
     assert _table_row(overview, "`s5-hint-d16-n16-s1`").split("|")[3].strip() == "missing"
@@ -347,20 +421,38 @@ def test_report_from_real_short_trials(tmp_path, one_thread):
     """Two depths × two settings of modadd, trained for a few steps, then reported."""
     for setting in ("base", "cot"):
         for depth in (1, 2):
-            cfg = tiny_cfg([f"setting={setting}", f"model.depth={depth}", "task=modadd", "task.length=4",
-                            "train.steps=20", "train.eval_every=10", "train.eval_size=32", "run.log_every=5"])
+            cfg = tiny_cfg(
+                [
+                    f"setting={setting}",
+                    f"model.depth={depth}",
+                    "task=modadd",
+                    "task.length=4",
+                    "train.steps=20",
+                    "train.eval_every=10",
+                    "train.eval_size=32",
+                    "run.log_every=5",
+                ]
+            )
             result = run_trial(cfg, tmp_path / "trials" / f"{setting}-d{depth}")
             assert 0.0 <= result["acc"] <= 1.0
     report = build_report(tmp_path)
     records = report.records
     assert len(records) == 4 and all(r.done for r in records)
-    assert {(r.axes["setting"], r.axes["depth"]) for r in records} == {("base", 1), ("base", 2), ("cot", 1), ("cot", 2)}
+    assert {(r.axes["setting"], r.axes["depth"]) for r in records} == {
+        ("base", 1),
+        ("base", 2),
+        ("cot", 1),
+        ("cot", 2),
+    }
     md = report.markdown.read_text()
     assert "| setting | depth | n=4 |" in md
     for r in records:
         assert f"{r.value('acc'):.2f}" in _table_row(md, r.axes["setting"], str(r.axes["depth"]))
     assert {p.name for p in report.images} == {
-        "accuracy_vs_depth_modadd.png", "depth_length_heatmap_modadd.png", "training_curves_modadd_n4.png"}
+        "accuracy_vs_depth_modadd.png",
+        "depth_length_heatmap_modadd.png",
+        "training_curves_modadd_n4.png",
+    }
     assert "One input length only (n = 4): no figure against length." in md
     for p in report.images:
         _assert_real_png(p)
@@ -375,8 +467,13 @@ def test_an_empty_sweep_and_a_task_whose_every_trial_failed_still_report(tmp_pat
 
     base_cfg = OmegaConf.to_container(tiny_cfg(), resolve=True, enum_to_str=True)
     root = tmp_path / "broken"
-    rows = [_write_trial(root, base_cfg, "cvp", setting, depth, 8, 0, state="failed", error="Diverged: step 7")
-            for setting in ("base", "cot") for depth in (1, 4)]
+    rows = [
+        _write_trial(
+            root, base_cfg, "cvp", setting, depth, 8, 0, state="failed", error="Diverged: step 7"
+        )
+        for setting in ("base", "cot")
+        for depth in (1, 4)
+    ]
     _ledger(root, rows)
     report = build_report(root)
     md = report.markdown.read_text()
@@ -399,5 +496,7 @@ def test_a_rebuild_drops_figures_of_points_no_longer_in_the_sweep(tmp_path):
         f.unlink()
     (tmp_path / "trials" / "cvp-cot-d1-n4-s0").rmdir()
     second = build_report(tmp_path)
-    assert {p.name for p in (tmp_path / "report" / "figures").glob("*.png")} == {p.name for p in second.images}
+    assert {p.name for p in (tmp_path / "report" / "figures").glob("*.png")} == {
+        p.name for p in second.images
+    }
     assert not any("cvp" in p.name for p in second.images)

@@ -103,8 +103,12 @@ def test_ten_times_the_scale_multiplies_k_star_by_ten_to_the_alpha():
 def test_crossing_scale_interpolates_in_log_scale():
     ns = np.array([1e8, 1e9, 1e10])
     assert crossing_scale(ns, np.array([0.2, 0.6, 1.0]), 0.8) == pytest.approx(10**9.5)
-    assert crossing_scale(ns, np.array([0.2, 0.3, 0.4]), 0.8) is None  # never reached inside the grid
-    assert crossing_scale(ns, np.array([0.9, 0.95, 1.0]), 0.8) is None  # reached before the grid starts
+    assert (
+        crossing_scale(ns, np.array([0.2, 0.3, 0.4]), 0.8) is None
+    )  # never reached inside the grid
+    assert (
+        crossing_scale(ns, np.array([0.9, 0.95, 1.0]), 0.8) is None
+    )  # reached before the grid starts
 
 
 def test_bad_values_are_refused_by_key():
@@ -121,7 +125,9 @@ def test_a_trial_runs_the_simulation_through_run_trial(tmp):
     result = run_trial(cfg, tmp)
     saved = json.loads((tmp / "result.json").read_text())
     assert saved["task"] == "skills" and saved["seed"] == 3 and saved["length"] == 4
-    expect = make_task(cfg.task, cfg.setting).simulate(seed=3)  # the trial's own seed reaches the simulation
+    expect = make_task(cfg.task, cfg.setting).simulate(
+        seed=3
+    )  # the trial's own seed reaches the simulation
     for key, value in expect.items():
         assert saved[key] == pytest.approx(value), key
     assert result["competence_k4"] == saved["competence_k4"]
@@ -142,8 +148,19 @@ def test_skill_emergence_sweep_runs_end_to_end_and_its_report_renders(tmp_path, 
     from cotsweep.sweep.engine import launch
 
     d = tmp_path / "skills"
-    out = launch("skill_emergence", ["task.scale=1e8,1e9,1e10,1e11", "seed=0,1", "task.skills=300",
-                                     "task.texts=3000", "task.tuples=3000", "tracking=none"], d, progress=False)
+    out = launch(
+        "skill_emergence",
+        [
+            "task.scale=1e8,1e9,1e10,1e11",
+            "seed=0,1",
+            "task.skills=300",
+            "task.texts=3000",
+            "task.tuples=3000",
+            "tracking=none",
+        ],
+        d,
+        progress=False,
+    )
     assert out.ok and out.counts["done"] == 8
     report = build_report(d)
     md = report.markdown.read_text()

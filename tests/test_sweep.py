@@ -37,7 +37,14 @@ def run(path: Path, d: Path, *overrides: str, **kw) -> object:
 def test_ids_ignore_what_does_not_change_results(tmp_path):
     sw = sweep_file(tmp_path, "g", {"task": "modadd,s5", "seed": "0,1"})
     a = {t.id for t in expand(str(sw), [], tmp_path / "a")}
-    b = {t.id for t in expand(str(sw), ["tracking.wandb.project=other", "resources.gpus=0.5", "run.log_every=5"], tmp_path / "b")}
+    b = {
+        t.id
+        for t in expand(
+            str(sw),
+            ["tracking.wandb.project=other", "resources.gpus=0.5", "run.log_every=5"],
+            tmp_path / "b",
+        )
+    }
     c = {t.id for t in expand(str(sw), ["train.lr=0.002"], tmp_path / "c")}
     assert len(a) == 4 and a == b
     assert not a & c  # a result-changing key changes every id
@@ -79,7 +86,9 @@ def test_failing_trial_is_retried_then_failed_while_others_complete(tmp_path, ra
 
 
 def test_killed_worker_is_retried_from_its_checkpoint_with_identical_metrics(tmp_path, ray_local):
-    sw = sweep_file(tmp_path, "kill", {"task": "modadd", "seed": "0"}, steps=1500, ckpt=100, eval_every=500)
+    sw = sweep_file(
+        tmp_path, "kill", {"task": "modadd", "seed": "0"}, steps=1500, ckpt=100, eval_every=500
+    )
     ref = tmp_path / "undisturbed"
     assert run(sw, ref).ok
     d = tmp_path / "killed"
@@ -144,9 +153,15 @@ def test_second_driver_on_a_live_sweep_is_refused(tmp_path, capsys):
     d = tmp_path / "sweep"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from cotsweep.sweep.ledger import Ledger; l = Ledger({str(d)!r}, create=True); l.acquire(); "
-         "print('locked', flush=True); import time; time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-c",
+            f"from cotsweep.sweep.ledger import Ledger; l = Ledger({str(d)!r}, create=True); l.acquire(); "
+            "print('locked', flush=True); import time; time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -168,18 +183,41 @@ def test_second_driver_on_a_live_sweep_is_refused(tmp_path, capsys):
 
 # ---------------------------------------------------------------- crashes
 def test_sigkilled_driver_then_resume_reruns_no_finished_trial(tmp_path):
-    sw = sweep_file(tmp_path, "crash", {"task": "modadd", "seed": "0,1,2,3,4,5"}, steps=300, ckpt=50, eval_every=150)
+    sw = sweep_file(
+        tmp_path,
+        "crash",
+        {"task": "modadd", "seed": "0,1,2,3,4,5"},
+        steps=300,
+        ckpt=50,
+        eval_every=150,
+    )
     d = tmp_path / "sweep"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     driver = subprocess.Popen(
-        [sys.executable, "-m", "cotsweep.cli", "launch", str(sw), "--dir", str(d), "--no-progress", "--no-report",
-         "--max-concurrent", "1"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "cotsweep.cli",
+            "launch",
+            str(sw),
+            "--dir",
+            str(d),
+            "--no-progress",
+            "--no-report",
+            "--max-concurrent",
+            "1",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         deadline = time.time() + 180
         while time.time() < deadline:
-            if (d / "ledger.sqlite").exists() and sum(r["state"] == "done" for r in ledger_rows(d).values()) >= 2:
+            if (d / "ledger.sqlite").exists() and sum(
+                r["state"] == "done" for r in ledger_rows(d).values()
+            ) >= 2:
                 break
             time.sleep(0.2)
         else:
@@ -191,8 +229,11 @@ def test_sigkilled_driver_then_resume_reruns_no_finished_trial(tmp_path):
             driver.kill()
             driver.wait()
     time.sleep(1.0)  # let Ray's reaper take the orphaned workers down
-    done_before = {tid: (d / "trials" / tid / "result.json").stat().st_mtime_ns
-                   for tid, r in ledger_rows(d).items() if r["state"] == "done"}
+    done_before = {
+        tid: (d / "trials" / tid / "result.json").stat().st_mtime_ns
+        for tid, r in ledger_rows(d).items()
+        if r["state"] == "done"
+    }
     assert ledger_rows(d) and len(done_before) < 6
     out = resume(d, progress=False)
     assert out.ok and out.counts["done"] == 6

@@ -162,9 +162,23 @@ def check_row(task: str, setting: str, row: dict, n: int, **task_keys: Any) -> N
         assert row["labels"] == labels
 
 
-def sample_cli(task: str, setting: str, length: int, count: int, seed: int, *sets: str) -> list[dict]:
+def sample_cli(
+    task: str, setting: str, length: int, count: int, seed: int, *sets: str
+) -> list[dict]:
     """``cotsweep tasks sample`` run in-process; its stdout parsed as JSON lines."""
-    argv = ["tasks", "sample", task, "--setting", setting, "--length", str(length), "--count", str(count), "--seed", str(seed)]
+    argv = [
+        "tasks",
+        "sample",
+        task,
+        "--setting",
+        setting,
+        "--length",
+        str(length),
+        "--count",
+        str(count),
+        "--seed",
+        str(seed),
+    ]
     for kv in sets:
         argv += ["--set", kv]
     buf = io.StringIO()
@@ -258,7 +272,11 @@ def cvp_figures(length: int, count: int, seed: int) -> dict[str, float]:
         k = pick.randint(1, max(1, length // 2))
         flips_half += evaluate_circuit(row["gates"], {k: 1 - values[k - 1]})[-1] != values[-1]
         flips_first += evaluate_circuit(row["gates"], {1: 1 - values[0]})[-1] != values[-1]
-    return {"ones": ones / count, "flip_early": flips_half / count, "flip_gate1": flips_first / count}
+    return {
+        "ones": ones / count,
+        "flip_early": flips_half / count,
+        "flip_gate1": flips_first / count,
+    }
 
 
 @pytest.mark.parametrize("length", [8, 16, 32])
@@ -348,7 +366,9 @@ def test_a_training_batch_copies_no_data_from_the_host(task: str) -> None:
     assert watch.made == [], f"{task}: {watch.made}"
 
 
-def problems_on(task: str, length: int, device: torch.device, seed: int) -> tuple[SerialProblems, Any]:
+def problems_on(
+    task: str, length: int, device: torch.device, seed: int
+) -> tuple[SerialProblems, Any]:
     t = build(task, "cot", length)
     gen = torch.Generator(device=device).manual_seed(seed)
     return t.problems(256, gen, device), t
@@ -376,7 +396,12 @@ def test_generation_happens_on_the_requested_device_cuda(task: str) -> None:
         for tensor in (p.inputs, p.item_pos, p.chain, p.answer, b.x, b.y):
             assert tensor.device.type == "cuda"
         # the same problems as the CPU path would describe them: lay them out on the host and check
-        host = SerialProblems(inputs=p.inputs.cpu(), item_pos=p.item_pos.cpu(), chain=p.chain.cpu(), answer=p.answer.cpu())
+        host = SerialProblems(
+            inputs=p.inputs.cpu(),
+            item_pos=p.item_pos.cpu(),
+            chain=p.chain.cpu(),
+            answer=p.answer.cpu(),
+        )
         hb = t.layout(host)
         for i in range(512):
             row = t.describe(host, i)

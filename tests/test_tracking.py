@@ -31,7 +31,9 @@ pytestmark = pytest.mark.usefixtures("wandb_sandbox")
 TRIAL = ["task=modadd", "task.length=3", "tracking=wandb"]
 
 
-def run_tracked(cfg, out: Path, **kwargs) -> tuple[dict | None, tracking.Tracker | None, BaseException | None]:
+def run_tracked(
+    cfg, out: Path, **kwargs
+) -> tuple[dict | None, tracking.Tracker | None, BaseException | None]:
     """A trial with its W&B mirror, the way the sweep worker runs it: finish always."""
     tracker = tracking.open_tracker(cfg, out, trial_id(cfg))
     try:
@@ -60,10 +62,14 @@ def metrics_by_step(out: Path) -> dict[int, dict]:
 
 # ---------------------------------------------------------------- one trial, one run
 def test_offline_run_holds_config_history_and_summary(tmp_path: Path):
-    cfg = tiny_cfg([*TRIAL, "setting=cot", "train.steps=40", "train.eval_every=20", "run.log_every=10"])
+    cfg = tiny_cfg(
+        [*TRIAL, "setting=cot", "train.steps=40", "train.eval_every=20", "run.log_every=10"]
+    )
     out = tmp_path / "trial"
     result, tracker, err = run_tracked(cfg, out)
-    assert err is None and tracker is not None and tracker.mode == "offline" and tracker.error is None
+    assert (
+        err is None and tracker is not None and tracker.mode == "offline" and tracker.error is None
+    )
 
     folders = tracking.run_folders(out / "wandb")
     assert len(folders) == 1 and folders[0].name.startswith("offline-run-")
@@ -92,19 +98,37 @@ def test_offline_run_holds_config_history_and_summary(tmp_path: Path):
                 assert not isinstance(row.get(key), list)
             else:
                 assert row[key] == pytest.approx(value), (step, key)
-    assert {"train/loss", "train/lr", "perf/tokens_per_s", "eval/acc", "eval/chain_acc"} <= set(rows[40][0])
+    assert {"train/loss", "train/lr", "perf/tokens_per_s", "eval/acc", "eval/chain_acc"} <= set(
+        rows[40][0]
+    )
     # the final per-step chain accuracy is a native line chart in the last row
     chart = rows[40][0]["eval/chain_acc_per_step_table"]
     assert chart["_type"] == "table-file" and chart["nrows"] == len(result["chain_acc_per_step"])
 
     # summary: the final figures of result.json
-    for key in ("acc", "chain_acc", "steps", "params", "stop_reason", "trial_id", "chain_acc_per_step"):
+    for key in (
+        "acc",
+        "chain_acc",
+        "steps",
+        "params",
+        "stop_reason",
+        "trial_id",
+        "chain_acc_per_step",
+    ):
         assert run.summary[key] == result[key], key
 
 
 def test_resumed_trial_has_one_value_per_step(tmp_path: Path):
     """A crash after the last checkpoint, an interrupt, then a finish: three offline folders, one run."""
-    cfg = tiny_cfg([*TRIAL, "train.steps=30", "train.eval_every=10", "run.log_every=5", "run.checkpoint_every=10"])
+    cfg = tiny_cfg(
+        [
+            *TRIAL,
+            "train.steps=30",
+            "train.eval_every=10",
+            "run.log_every=5",
+            "run.checkpoint_every=10",
+        ]
+    )
     out = tmp_path / "trial"
 
     class Crash(RuntimeError):
@@ -163,9 +187,35 @@ def test_summary_run_has_one_table_row_per_trial(tmp_path: Path):
         for setting in ("base", "cot"):
             for depth in (1, 2):
                 acc = 0.3 * depth + (0.3 if setting == "cot" else 0.0)
-                rows.append(dict(trial_id=f"{task}{setting}{depth}", task=task, setting=setting, depth=depth, length=8, seed=0, state="done", acc=acc, chain_acc_per_step=[0.5, 0.25], eval={"acc": acc}))
-    rows.append(dict(trial_id="failed1", task="s5", setting="base", depth=4, length=8, seed=0, state="failed", acc=None))
-    tracking_cfg = {"wandb": {"mode": "auto", "project": "cotsweep", "entity": None, "tags": ["study"]}}
+                rows.append(
+                    dict(
+                        trial_id=f"{task}{setting}{depth}",
+                        task=task,
+                        setting=setting,
+                        depth=depth,
+                        length=8,
+                        seed=0,
+                        state="done",
+                        acc=acc,
+                        chain_acc_per_step=[0.5, 0.25],
+                        eval={"acc": acc},
+                    )
+                )
+    rows.append(
+        dict(
+            trial_id="failed1",
+            task="s5",
+            setting="base",
+            depth=4,
+            length=8,
+            seed=0,
+            state="failed",
+            acc=None,
+        )
+    )
+    tracking_cfg = {
+        "wandb": {"mode": "auto", "project": "cotsweep", "entity": None, "tags": ["study"]}
+    }
 
     rid = tracking.log_sweep_summary(sweep, "smoke", rows, [png], tracking_cfg)
     assert rid is not None
@@ -181,12 +231,21 @@ def test_summary_run_has_one_table_row_per_trial(tmp_path: Path):
     assert by_id["failed1"]["state"] == "failed" and by_id["failed1"]["acc"] is None
     assert by_id["s5cot2"]["acc"] == pytest.approx(0.9)
     image = row["report/acc_vs_depth"]
-    assert image["_type"] == "image-file" and (folder / "files" / image["path"]).stat().st_size > 1000
-    for task in ("s5", "modadd"):  # native line charts, one per task: a series per setting and length
-        chart = json.loads((folder / "files" / row[f"acc_vs_depth/{task}_table"]["path"]).read_text())
+    assert (
+        image["_type"] == "image-file" and (folder / "files" / image["path"]).stat().st_size > 1000
+    )
+    for task in (
+        "s5",
+        "modadd",
+    ):  # native line charts, one per task: a series per setting and length
+        chart = json.loads(
+            (folder / "files" / row[f"acc_vs_depth/{task}_table"]["path"]).read_text()
+        )
         assert chart["columns"] == ["step", "lineKey", "lineVal"]  # x = depth, one line per series
         points = {(depth, series): acc for depth, series, acc in chart["data"]}
-        assert points == pytest.approx({(1, "base n=8"): 0.3, (2, "base n=8"): 0.6, (1, "cot n=8"): 0.6, (2, "cot n=8"): 0.9})
+        assert points == pytest.approx(
+            {(1, "base n=8"): 0.3, (2, "base n=8"): 0.6, (1, "cot n=8"): 0.6, (2, "cot n=8"): 0.9}
+        )
 
     # a second report continues the same run at the next step: one summary run per sweep
     assert tracking.log_sweep_summary(sweep, "smoke", rows[:3], [], tracking_cfg) == rid
@@ -196,7 +255,9 @@ def test_summary_run_has_one_table_row_per_trial(tmp_path: Path):
 
 
 # ---------------------------------------------------------------- mode, network, credentials
-def test_no_key_and_no_mode_is_offline_and_touches_no_network(tmp_path: Path, monkeypatch, wandb_sandbox, capsys):
+def test_no_key_and_no_mode_is_offline_and_touches_no_network(
+    tmp_path: Path, monkeypatch, wandb_sandbox, capsys
+):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     before = len(wandb_sandbox.requests)
     cfg = tiny_cfg([*TRIAL, "train.steps=10", "train.eval_every=10", "run.log_every=5"])
@@ -211,7 +272,9 @@ def test_no_key_and_no_mode_is_offline_and_touches_no_network(tmp_path: Path, mo
     finish_s = time.monotonic() - t1
     assert tracker.error is None
     assert finish_s < 15, f"finish took {finish_s:.1f} s"  # offline never waits on the network
-    assert [h["_step"] for h in tracking.read_run_log(tracking.run_folders(out / "wandb")[0]).history] == [5, 10]
+    assert [
+        h["_step"] for h in tracking.read_run_log(tracking.run_folders(out / "wandb")[0]).history
+    ] == [5, 10]
     assert wandb_sandbox.requests[before:] == [], "W&B tried the network"
     notice = capsys.readouterr().err
     assert f"cotsweep sync {out}" in notice and notice.count("W&B is offline") == 1
@@ -244,7 +307,15 @@ def test_auto_mode_follows_the_credentials(tmp_path: Path, monkeypatch):
 def test_api_key_never_lands_in_the_trial_files(tmp_path: Path, monkeypatch, wandb_sandbox):
     key = "cafe" * 10
     monkeypatch.setenv("WANDB_API_KEY", key)
-    cfg = tiny_cfg([*TRIAL, "tracking.wandb.mode=offline", "train.steps=10", "train.eval_every=10", "run.log_every=5"])
+    cfg = tiny_cfg(
+        [
+            *TRIAL,
+            "tracking.wandb.mode=offline",
+            "train.steps=10",
+            "train.eval_every=10",
+            "run.log_every=5",
+        ]
+    )
     out = tmp_path / "trial"
     result, tracker, err = run_tracked(cfg, out)
     assert err is None and tracker.error is None and result is not None
@@ -265,13 +336,26 @@ def test_a_wandb_failure_does_not_break_the_trial(tmp_path: Path, caplog):
     assert err is None and result["steps"] == 10
     assert tracker.error and "wandb.init" in tracker.error
     assert (out / files.RESULT).exists() and sorted(metrics_by_step(out)) == [5, 10]
-    errors = [r for r in caplog.records if r.name == "cotsweep.tracking" and r.levelno >= logging.ERROR]
+    errors = [
+        r for r in caplog.records if r.name == "cotsweep.tracking" and r.levelno >= logging.ERROR
+    ]
     assert len(errors) == 1 and "turned off" in errors[0].getMessage()
 
 
 def test_sync_without_a_key_says_so(tmp_path: Path, wandb_sandbox):
     sweep = tmp_path / "sweep"
-    rows = [dict(trial_id="a", task="modadd", setting="base", depth=1, length=8, seed=0, state="done", acc=0.5)]
+    rows = [
+        dict(
+            trial_id="a",
+            task="modadd",
+            setting="base",
+            depth=1,
+            length=8,
+            seed=0,
+            state="done",
+            acc=0.5,
+        )
+    ]
     rid = tracking.log_sweep_summary(sweep, "smoke", rows, [], {"wandb": {"mode": "offline"}})
     assert rid is not None
     before = len(wandb_sandbox.requests)
@@ -294,7 +378,15 @@ def test_online_init_failure_falls_back_to_offline(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", key)
     monkeypatch.setenv("WANDB_BASE_URL", dead)
     monkeypatch.setenv("WANDB_INIT_TIMEOUT", "3")
-    cfg = tiny_cfg([*TRIAL, "tracking.wandb.mode=online", "train.steps=10", "train.eval_every=10", "run.log_every=5"])
+    cfg = tiny_cfg(
+        [
+            *TRIAL,
+            "tracking.wandb.mode=online",
+            "train.steps=10",
+            "train.eval_every=10",
+            "run.log_every=5",
+        ]
+    )
     out = tmp_path / "trial"
     result, tracker, err = run_tracked(cfg, out)
     assert err is None and result["steps"] == 10

@@ -61,17 +61,30 @@ def test_tiny_model_learns_modadd_at_length_4(tmp: Path) -> None:
     )
     t0 = time.process_time()
     result = run_trial(cfg, tmp)
-    print(f"modadd n=4 cot: acc {result['acc']:.3f} after {result['steps']} steps, {time.process_time() - t0:.1f}s CPU")
+    print(
+        f"modadd n=4 cot: acc {result['acc']:.3f} after {result['steps']} steps, {time.process_time() - t0:.1f}s CPU"
+    )
     assert result["acc"] >= 0.95, metrics(tmp, "eval/acc")
     assert result["stop_reason"] == "early_stop"
     # the files a finished trial leaves
     assert files.read_json(tmp / files.RESULT)["acc"] == result["acc"]
     assert (tmp / files.CONFIG).exists() and (tmp / files.CKPT).exists()
     assert result["chance"] == pytest.approx(1 / 7)
-    assert result["params"] > 0 and result["flops"] > 0 and result["tokens_seen"] == result["steps"] * 64 * 9
+    assert (
+        result["params"] > 0
+        and result["flops"] > 0
+        and result["tokens_seen"] == result["steps"] * 64 * 9
+    )
 
 
-S5_COT = ["task=s5", "task.length=2", "setting=cot", "model.depth=1", "train.lr=1e-2", "train.batch_size=256"]
+S5_COT = [
+    "task=s5",
+    "task.length=2",
+    "setting=cot",
+    "model.depth=1",
+    "train.lr=1e-2",
+    "train.batch_size=256",
+]
 
 
 def test_s5_with_cot_at_depth_1_learns_above_chance(tmp: Path) -> None:
@@ -86,7 +99,9 @@ def test_s5_with_cot_at_depth_1_learns_above_chance(tmp: Path) -> None:
     t0 = time.process_time()
     result = run_trial(cfg, tmp)
     chance, n = 1 / 120, 8192
-    print(f"s5 n=2 cot depth 1: acc {result['acc']:.4f} ({result['acc'] / chance:.1f}x chance), {time.process_time() - t0:.1f}s CPU")
+    print(
+        f"s5 n=2 cot depth 1: acc {result['acc']:.4f} ({result['acc'] / chance:.1f}x chance), {time.process_time() - t0:.1f}s CPU"
+    )
     # five standard deviations of a guesser above chance (1.33%): a guesser never gets there
     assert result["acc"] >= chance + 5 * (chance * (1 - chance) / n) ** 0.5
     # s_1 = sigma_1: reading back the chain works
@@ -98,7 +113,9 @@ def test_s5_with_cot_at_depth_1_learns_the_composition(tmp: Path) -> None:
     """The longer run (about 40 s of one core), where the composition table is learned."""
     cfg = tiny_cfg([*S5_COT, "train.steps=3000", "train.eval_every=500", "train.eval_size=2048"])
     result = run_trial(cfg, tmp)
-    print(f"s5 n=2 cot depth 1, 3000 steps: acc {result['acc']:.3f}; curve {metrics(tmp, 'eval/acc')}")
+    print(
+        f"s5 n=2 cot depth 1, 3000 steps: acc {result['acc']:.3f}; curve {metrics(tmp, 'eval/acc')}"
+    )
     assert result["acc"] >= 0.5
 
 
@@ -117,7 +134,9 @@ RESUME_OVERRIDES = [
 
 @pytest.mark.parametrize("log_every", [1, 4])
 @pytest.mark.parametrize("stop_at", [8, 10])
-def test_an_interrupted_trial_continues_to_the_same_losses(tmp_path: Path, log_every: int, stop_at: int) -> None:
+def test_an_interrupted_trial_continues_to_the_same_losses(
+    tmp_path: Path, log_every: int, stop_at: int
+) -> None:
     """Interrupted after ``stop_at`` steps and continued on its directory, a trial logs exactly
     the losses of an uninterrupted one, also when it stops between two log steps."""
     cfg = tiny_cfg([*RESUME_OVERRIDES, f"run.log_every={log_every}"])
@@ -151,7 +170,14 @@ def test_a_finished_trial_is_not_run_again(tmp: Path) -> None:
 
 
 # ---------------------------------------------------------------- divergence
-DIVERGING = ["task=modadd", "task.length=4", "train.lr=1e30", "train.warmup_steps=0", "train.steps=20", "run.checkpoint_every=1"]
+DIVERGING = [
+    "task=modadd",
+    "task.length=4",
+    "train.lr=1e30",
+    "train.warmup_steps=0",
+    "train.steps=20",
+    "run.checkpoint_every=1",
+]
 
 
 def test_a_non_finite_loss_ends_the_trial_and_keeps_earlier_checkpoints(tmp: Path) -> None:
@@ -162,7 +188,9 @@ def test_a_non_finite_loss_ends_the_trial_and_keeps_earlier_checkpoints(tmp: Pat
     assert 1 < step < 20
     kept = torch.load(tmp / files.CKPT, weights_only=False)
     assert kept["state"]["step"] == step - 1  # the last checkpoint is the last finite step
-    assert all(torch.isfinite(w).all() for w in kept["model"].values()), "a checkpoint kept non-finite weights"
+    assert all(torch.isfinite(w).all() for w in kept["model"].values()), (
+        "a checkpoint kept non-finite weights"
+    )
     assert not (tmp / files.RESULT).exists()
     # no metrics row at or after the diverged step claims a loss
     assert all(s < step for s, _ in metrics(tmp, "train/loss"))
@@ -215,9 +243,15 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize(("overrides", "words"), BAD_INPUTS, ids=[" ".join(o) for o, _ in BAD_INPUTS])
+@pytest.mark.parametrize(
+    ("overrides", "words"), BAD_INPUTS, ids=[" ".join(o) for o, _ in BAD_INPUTS]
+)
 def test_bad_input_is_refused_naming_the_key_and_touches_nothing(
-    occupied: Path, tmp_path: Path, capsys: pytest.CaptureFixture, overrides: list[str], words: list[str]
+    occupied: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    overrides: list[str],
+    words: list[str],
 ) -> None:
     before = snapshot(occupied)
     code = main(["train", *TINY_OVERRIDES, *overrides, f"run.out_dir={occupied}"])
@@ -232,10 +266,22 @@ def test_bad_input_is_refused_naming_the_key_and_touches_nothing(
     assert not fresh.exists()
 
 
-def test_a_directory_holding_another_trial_is_refused_untouched(occupied: Path, capsys: pytest.CaptureFixture) -> None:
+def test_a_directory_holding_another_trial_is_refused_untouched(
+    occupied: Path, capsys: pytest.CaptureFixture
+) -> None:
     """W&B is on (offline) here, as by default: the mirror must not write before the refusal."""
     before = snapshot(occupied)
-    code = main(["train", "model=tiny", "run.device=cpu", "run.progress=false", "task.length=3", "train.steps=2", f"run.out_dir={occupied}"])
+    code = main(
+        [
+            "train",
+            "model=tiny",
+            "run.device=cpu",
+            "run.progress=false",
+            "task.length=3",
+            "train.steps=2",
+            f"run.out_dir={occupied}",
+        ]
+    )
     err = " ".join(capsys.readouterr().err.split())
     assert code == EXIT_BAD_INPUT
     assert "run.out_dir" in err
@@ -258,7 +304,9 @@ def test_the_good_config_of_each_case_runs(tmp_path: Path) -> None:
         "heads": ["model.width=48", "model.heads=3", "model.pos_encoding=sinusoidal"],
     }.items():
         out = tmp_path / name
-        assert main(["train", *TINY_OVERRIDES, *overrides, "train.steps=2", f"run.out_dir={out}"]) == 0
+        assert (
+            main(["train", *TINY_OVERRIDES, *overrides, "train.steps=2", f"run.out_dir={out}"]) == 0
+        )
         assert json.loads((out / files.RESULT).read_text())["steps"] == 2
 
 
@@ -271,4 +319,6 @@ def test_zero_step_trial_evaluates_the_initial_model(tmp):
     assert result["steps"] == 0 and result["tokens_seen"] == 0
     assert 0.0 <= result["acc"] <= 1.0
     assert (tmp / "result.json").exists()
-    assert [r["step"] for r in map(json.loads, (tmp / "metrics.jsonl").read_text().splitlines())] == [0]
+    assert [
+        r["step"] for r in map(json.loads, (tmp / "metrics.jsonl").read_text().splitlines())
+    ] == [0]

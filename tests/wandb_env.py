@@ -28,7 +28,13 @@ from pathlib import Path
 import pytest
 
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
-CREDENTIAL_VARS = ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_BASE_URL", "WANDB_ENTITY", "WANDB_PROJECT")
+CREDENTIAL_VARS = (
+    "WANDB_API_KEY",
+    "WANDB_IDENTITY_TOKEN_FILE",
+    "WANDB_BASE_URL",
+    "WANDB_ENTITY",
+    "WANDB_PROJECT",
+)
 
 
 @dataclass

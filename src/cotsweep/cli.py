@@ -76,7 +76,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         validate(cfg)
     except ConfigError as e:
         raise BadInput(str(e)) from e
-    console.print(f"trial [bold]{tid}[/]: {cfg.task.name} {cfg.setting.value} depth={cfg.model.depth} n={cfg.task.length} -> {out}")
+    console.print(
+        f"trial [bold]{tid}[/]: {cfg.task.name} {cfg.setting.value} depth={cfg.model.depth} n={cfg.task.length} -> {out}"
+    )
 
     stop = StopSignal()
     import signal
@@ -110,7 +112,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         finally:
             if tracker is not None:
                 tracker.finish()
-    figures = {k: result.get(k) for k in ("acc", "chain_acc", "steps", "wall_time_s", "stop_reason")}
+    figures = {
+        k: result.get(k) for k in ("acc", "chain_acc", "steps", "wall_time_s", "stop_reason")
+    }
     console.print(f"done: {json.dumps(figures)}")
     print(out)
     return 0
@@ -146,7 +150,11 @@ def cmd_tasks_sample(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- sweeps
 def _driver_kw(args: argparse.Namespace) -> dict:
-    return {"address": args.address, "max_concurrent": args.max_concurrent, "progress": not args.no_progress}
+    return {
+        "address": args.address,
+        "max_concurrent": args.max_concurrent,
+        "progress": not args.no_progress,
+    }
 
 
 def _finish(out, args: argparse.Namespace) -> int:
@@ -157,7 +165,9 @@ def _finish(out, args: argparse.Namespace) -> int:
         f"of {sum(c.values())} (ran {out.ran} this time)"
     )
     for f in out.failures[:20]:
-        console.print(f"  [red]failed[/] {f['id']} ({f['kind']}) {escape(' '.join(f['overrides']))}: {escape(str(f['error']))}")
+        console.print(
+            f"  [red]failed[/] {f['id']} ({f['kind']}) {escape(' '.join(f['overrides']))}: {escape(str(f['error']))}"
+        )
     if out.interrupted:
         console.print(f"interrupted; continue with: cotsweep resume {out.dir}")
         return EXIT_INTERRUPTED
@@ -182,9 +192,23 @@ def mirror_report(sweep_dir: Path, rep) -> None:
     tracking = next((r.config.get("tracking") for r in records if r.config.get("tracking")), None)
     if tracking is None:
         return
-    name = next((r.config.get("sweep", {}).get("name") for r in records if r.config.get("sweep", {}).get("name")), None)
-    rows = [{**(r.result or {}), **{k: v for k, v in r.axes.items() if k not in (r.result or {})}, "trial_id": r.id,
-             "state": r.state} for r in records]
+    name = next(
+        (
+            r.config.get("sweep", {}).get("name")
+            for r in records
+            if r.config.get("sweep", {}).get("name")
+        ),
+        None,
+    )
+    rows = [
+        {
+            **(r.result or {}),
+            **{k: v for k, v in r.axes.items() if k not in (r.result or {})},
+            "trial_id": r.id,
+            "state": r.state,
+        }
+        for r in records
+    ]
     log_sweep_summary(sweep_dir, name or sweep_dir.name, rows, list(rep.images), tracking)
 
 
@@ -200,7 +224,9 @@ def cmd_launch(args: argparse.Namespace) -> int:
     from cotsweep.sweep.engine import launch
 
     try:
-        out = launch(args.sweep, args.overrides, Path(args.dir) if args.dir else None, **_driver_kw(args))
+        out = launch(
+            args.sweep, args.overrides, Path(args.dir) if args.dir else None, **_driver_kw(args)
+        )
     except _sweep_errors() as e:
         raise BadInput(str(e)) from e
     return _finish(out, args)
@@ -210,7 +236,12 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from cotsweep.sweep.engine import resume
 
     try:
-        out = resume(Path(args.dir), failed_only=args.failed_only, reset_attempts=args.reset_attempts, **_driver_kw(args))
+        out = resume(
+            Path(args.dir),
+            failed_only=args.failed_only,
+            reset_attempts=args.reset_attempts,
+            **_driver_kw(args),
+        )
     except _sweep_errors() as e:
         raise BadInput(str(e)) from e
     return _finish(out, args)
@@ -236,10 +267,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         d = st["driver"]
         out.print(f"  driver: host {d['host']} PID {d['pid']}")
     for axis, values in st["axes"].items():
-        out.print(f"  [bold]{axis}[/]: " + ", ".join(f"{v} ({n['done']}/{sum(n.values())} done)" for v, n in values.items()))
+        out.print(
+            f"  [bold]{axis}[/]: "
+            + ", ".join(f"{v} ({n['done']}/{sum(n.values())} done)" for v, n in values.items())
+        )
     for f in st["failures"]:
-        out.print(f"  [red]failed[/] {f['id']} ({f['kind']}, {f['attempts']} attempts) {escape(' '.join(f['overrides']))}: "
-                  f"{escape(str(f['error']))}")
+        out.print(
+            f"  [red]failed[/] {f['id']} ({f['kind']}, {f['attempts']} attempts) {escape(' '.join(f['overrides']))}: "
+            f"{escape(str(f['error']))}"
+        )
     return 0
 
 
@@ -265,26 +301,44 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cotsweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="cotsweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
 
     def driver_args(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--address", default=None, help="join this Ray cluster (default: RAY_ADDRESS, else embedded Ray on loopback)")
-        q.add_argument("--max-concurrent", type=int, default=None, help="at most this many trials in flight")
+        q.add_argument(
+            "--address",
+            default=None,
+            help="join this Ray cluster (default: RAY_ADDRESS, else embedded Ray on loopback)",
+        )
+        q.add_argument(
+            "--max-concurrent", type=int, default=None, help="at most this many trials in flight"
+        )
         q.add_argument("--no-progress", action="store_true", help="no progress bar")
-        q.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+        q.add_argument(
+            "--no-report", action="store_true", help="do not write the report at the end"
+        )
 
     la = sub.add_parser("launch", help="run a named sweep (or extend it)")
     la.add_argument("sweep", help="a sweep name (see sweeps/) or a path to a sweep file")
     la.add_argument("overrides", nargs="*", help="Hydra overrides; comma lists add grid axes")
-    la.add_argument("--dir", default=None, help="sweep directory (default runs/NAME); on a cluster, a path every node reaches")
+    la.add_argument(
+        "--dir",
+        default=None,
+        help="sweep directory (default runs/NAME); on a cluster, a path every node reaches",
+    )
     driver_args(la)
     la.set_defaults(fn=cmd_launch)
 
     re_ = sub.add_parser("resume", help="rerun failed and unfinished trials from their checkpoints")
     re_.add_argument("dir")
     re_.add_argument("--failed-only", action="store_true", help="only the failed trials")
-    re_.add_argument("--reset-attempts", action="store_true", help="forget earlier attempts (also reruns diverged trials)")
+    re_.add_argument(
+        "--reset-attempts",
+        action="store_true",
+        help="forget earlier attempts (also reruns diverged trials)",
+    )
     driver_args(re_)
     re_.set_defaults(fn=cmd_resume)
 
@@ -295,7 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("report", help="plots and tables into DIR/report/")
     rp.add_argument("dir")
-    rp.add_argument("--threshold", type=float, default=0.95, help="accuracy that counts as solved (heat maps, findings)")
+    rp.add_argument(
+        "--threshold",
+        type=float,
+        default=0.95,
+        help="accuracy that counts as solved (heat maps, findings)",
+    )
     rp.set_defaults(fn=cmd_report)
 
     sy = sub.add_parser("sync", help="upload the sweep's offline W&B runs")
@@ -303,7 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     sy.set_defaults(fn=cmd_sync)
 
     t = sub.add_parser("train", help="one trial in the foreground")
-    t.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. task=s5 setting=cot model.depth=1")
+    t.add_argument(
+        "overrides", nargs="*", help="Hydra overrides, e.g. task=s5 setting=cot model.depth=1"
+    )
     t.set_defaults(fn=cmd_train)
 
     tasks = sub.add_parser("tasks", help="inspect tasks")
@@ -314,7 +375,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--length", type=int, default=None, help="input length n")
     s.add_argument("--count", type=int, default=5)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="another task key, e.g. --set prime_bound=31")
+    s.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another task key, e.g. --set prime_bound=31",
+    )
     s.set_defaults(fn=cmd_tasks_sample)
     return p
 

@@ -43,7 +43,9 @@ def hydra_context() -> Iterator[None]:
 def compose_trial(overrides: Sequence[str] = (), return_hydra_config: bool = False) -> DictConfig:
     """One trial config from command-line style overrides (``task=s5 model.depth=2``)."""
     with hydra_context():
-        return compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+        return compose(
+            config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config
+        )
 
 
 def available_sweeps() -> list[str]:
@@ -71,5 +73,7 @@ def sweep_search_path(name_or_path: str) -> Iterator[tuple[str, str]]:
             yield f"hydra.searchpath=[file://{tmp}]", f"+sweeps={path.stem}"
         return
     if name_or_path not in available_sweeps():
-        raise UnknownSweep(f"unknown sweep {name_or_path!r}; available sweeps: {', '.join(available_sweeps())}")
+        raise UnknownSweep(
+            f"unknown sweep {name_or_path!r}; available sweeps: {', '.join(available_sweeps())}"
+        )
     yield f"hydra.searchpath=[file://{sweeps_dir().parent}]", f"+sweeps={name_or_path}"

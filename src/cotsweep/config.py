@@ -142,6 +142,7 @@ class TrialConfig:
 # keys that never change a trial's result: left out of its id
 NON_RESULT_KEYS = ("run", "resources", "tracking", "sweep", "hydra")
 
+
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="trial_schema", node=TrialConfig)

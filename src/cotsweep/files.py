@@ -98,7 +98,10 @@ def record_attempt(trial_dir: Path) -> int:
     path = Path(trial_dir) / ATTEMPTS
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
-        f.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}) + "\n")
+        f.write(
+            json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()})
+            + "\n"
+        )
         f.flush()
         os.fsync(f.fileno())
     return count_attempts(trial_dir)

@@ -41,7 +41,9 @@ class GPTConfig:
         return self.width // self.heads
 
 
-def rope_tables(T: int, head_dim: int, device, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_tables(
+    T: int, head_dim: int, device, base: float = 10000.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     inv = 1.0 / base ** (torch.arange(0, head_dim, 2, device=device).float() / head_dim)
     ang = torch.outer(torch.arange(T, device=device).float(), inv)  # (T, hd/2)
     return ang.cos(), ang.sin()
@@ -70,9 +72,13 @@ class Attention(nn.Module):
         self.proj = nn.Linear(c.width, c.width)
         self.drop = nn.Dropout(c.dropout)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> torch.Tensor:
         B, T, d = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.c.heads, self.c.head_dim).permute(2, 0, 3, 1, 4)  # (B, h, T, hd) each
+        q, k, v = (
+            self.qkv(x).view(B, T, 3, self.c.heads, self.c.head_dim).permute(2, 0, 3, 1, 4)
+        )  # (B, h, T, hd) each
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         p = self.c.dropout if self.training else 0.0
@@ -102,9 +108,15 @@ class GPT(nn.Module):
         super().__init__()
         self.c = c
         pe = PosEncoding(c.pos_encoding)
-        self.read_in = nn.Embedding(c.vocab_size, c.width) if c.vocab_size else nn.Linear(c.in_dim, c.width)
+        self.read_in = (
+            nn.Embedding(c.vocab_size, c.width) if c.vocab_size else nn.Linear(c.in_dim, c.width)
+        )
         self.pos = nn.Embedding(c.seq_len, c.width) if pe == PosEncoding.learned else None
-        self.register_buffer("sin_pe", sinusoids(c.seq_len, c.width) if pe == PosEncoding.sinusoidal else None, persistent=False)
+        self.register_buffer(
+            "sin_pe",
+            sinusoids(c.seq_len, c.width) if pe == PosEncoding.sinusoidal else None,
+            persistent=False,
+        )
         self.use_rope = pe == PosEncoding.rope
         if self.use_rope:
             cos, sin = rope_tables(c.seq_len, c.head_dim, "cpu")
@@ -138,7 +150,9 @@ class GPT(nn.Module):
         """x: (B, T) token ids or (B, T, in_dim) floats -> (B, T, out_dim)."""
         T = x.shape[1]
         if T > self.c.seq_len:
-            raise ValueError(f"sequence of {T} tokens is longer than the model's context ({self.c.seq_len})")
+            raise ValueError(
+                f"sequence of {T} tokens is longer than the model's context ({self.c.seq_len})"
+            )
         h = self.read_in(x)  # (B, T, d)
         if self.pos is not None:
             h = h + self.pos.weight[:T]

@@ -53,7 +53,9 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 WANDB_DIR = "wandb"  # inside a trial directory (and a sweep directory, for its summary run)
-SUMMARY_RUN_FILE = "summary_run.json"  # in DIR/wandb: the sweep's summary run id, stable across reports
+SUMMARY_RUN_FILE = (
+    "summary_run.json"  # in DIR/wandb: the sweep's summary run id, stable across reports
+)
 DEFAULT_INIT_TIMEOUT_S = 30.0  # wandb's own default is 90 s; WANDB_INIT_TIMEOUT still wins
 FLUSH_TIMEOUT_S = 10.0  # how long finish waits for wandb-core to write the run's transaction log
 SYNC_BATCH = 200  # run folders per `wandb sync` call: keeps the command line short
@@ -83,7 +85,11 @@ def _netrc_path() -> Path:
     if os.environ.get("NETRC"):
         return Path(os.environ["NETRC"]).expanduser()
     home = Path("~/.netrc").expanduser()
-    return home if home.exists() or not Path("~/_netrc").expanduser().exists() else Path("~/_netrc").expanduser()
+    return (
+        home
+        if home.exists() or not Path("~/_netrc").expanduser().exists()
+        else Path("~/_netrc").expanduser()
+    )
 
 
 def api_key_configured() -> bool:
@@ -161,7 +167,9 @@ def _plain(value: Any) -> Any:
 
 def run_name(cfg: DictConfig) -> str:
     """Readable run name task-setting-depth-length-seed, e.g. ``s5-cot-d1-n16-s0``."""
-    return f"{cfg.task.name}-{_plain(cfg.setting)}-d{cfg.model.depth}-n{cfg.task.length}-s{cfg.seed}"
+    return (
+        f"{cfg.task.name}-{_plain(cfg.setting)}-d{cfg.model.depth}-n{cfg.task.length}-s{cfg.seed}"
+    )
 
 
 def run_tags(cfg: DictConfig) -> list[str]:
@@ -230,13 +238,17 @@ class Tracker:
         self.run_dir: Path | None = None  # the run folder this attempt writes, once started
         self.skipped_steps: list[int] = []  # replayed steps already in W&B, not logged again
         self._skip_upto = -1
-        self._completed = False  # a summary arrived: the trial finished, the run is "finished" not "failed"
+        self._completed = (
+            False  # a summary arrived: the trial finished, the run is "finished" not "failed"
+        )
 
     # -- called by the trial (training thread): queue only
     def start(self, resume_step: int | None = None) -> None:
         if self._thread is not None or self._off:
             return
-        self._thread = threading.Thread(target=self._work, args=(resume_step,), name=f"wandb-{self.trial_id}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._work, args=(resume_step,), name=f"wandb-{self.trial_id}", daemon=True
+        )
         self._thread.start()
 
     def log(self, metrics: dict, step: int) -> None:
@@ -262,7 +274,11 @@ class Tracker:
         if not self._off:
             self._off = True
             self.error = f"{what}: {type(err).__name__}: {err}"
-            log.error("W&B mirror of trial %s turned off (%s); the trial goes on with its files", self.trial_id, self.error)
+            log.error(
+                "W&B mirror of trial %s turned off (%s); the trial goes on with its files",
+                self.trial_id,
+                self.error,
+            )
 
     def _work(self, resume_step: int | None) -> None:
         run = None
@@ -343,8 +359,12 @@ class Tracker:
             return pending
         import wandb
 
-        table = wandb.Table(columns=["chain_step", "chain_acc"], data=[[i + 1, v] for i, v in enumerate(per_step)])
-        pending.metrics["eval/chain_acc_per_step"] = wandb.plot.line(table, "chain_step", "chain_acc", title="chain accuracy per chain step")
+        table = wandb.Table(
+            columns=["chain_step", "chain_acc"], data=[[i + 1, v] for i, v in enumerate(per_step)]
+        )
+        pending.metrics["eval/chain_acc_per_step"] = wandb.plot.line(
+            table, "chain_step", "chain_acc", title="chain accuracy per chain step"
+        )
         return pending
 
 
@@ -361,14 +381,27 @@ def _init_run(mode: str, notice_dir: Path, **kwargs: Any) -> tuple[Any, str]:
 
     global _live_runs
     try:
-        run = wandb.init(mode=mode, resume="allow", reinit="create_new", settings=_run_settings(), **kwargs)
+        run = wandb.init(
+            mode=mode, resume="allow", reinit="create_new", settings=_run_settings(), **kwargs
+        )
     except Exception as e:
         with _live_lock:
             if mode != "online" or _live_runs:
                 raise
-            log.warning("W&B online init of run %s failed (%s: %s); logging offline instead", kwargs.get("id"), type(e).__name__, e)
+            log.warning(
+                "W&B online init of run %s failed (%s: %s); logging offline instead",
+                kwargs.get("id"),
+                type(e).__name__,
+                e,
+            )
             wandb.teardown()
-            run = wandb.init(mode="offline", resume="allow", reinit="create_new", settings=_run_settings(), **kwargs)
+            run = wandb.init(
+                mode="offline",
+                resume="allow",
+                reinit="create_new",
+                settings=_run_settings(),
+                **kwargs,
+            )
             mode = "offline"
         _notify_offline(notice_dir, "the W&B server could not be reached")
     with _live_lock:
@@ -514,7 +547,12 @@ def read_run_log(path: Path) -> RunLog:
         kind = rec.WhichOneof("record_type")
         if kind == "run":
             r = rec.run
-            out.run_id, out.name, out.group, out.job_type = r.run_id, r.display_name, r.run_group, r.job_type
+            out.run_id, out.name, out.group, out.job_type = (
+                r.run_id,
+                r.display_name,
+                r.run_group,
+                r.job_type,
+            )
             out.tags = list(r.tags)
             out.start_time = r.start_time.seconds + r.start_time.nanos / 1e9
             for item in r.config.update:
@@ -548,7 +586,14 @@ def run_folders(wandb_dir: Path, run_id: str | None = None) -> list[Path]:
         if f.parent.is_symlink():  # latest-run
             continue
         try:
-            start = next((r.run.start_time.seconds + r.run.start_time.nanos / 1e9 for r in transaction_records(f) if r.HasField("run")), 0.0)
+            start = next(
+                (
+                    r.run.start_time.seconds + r.run.start_time.nanos / 1e9
+                    for r in transaction_records(f)
+                    if r.HasField("run")
+                ),
+                0.0,
+            )
         except (OSError, ValueError):
             start = 0.0
         found.append((start, f.stat().st_mtime, f.parent))
@@ -596,7 +641,11 @@ def last_logged_step(wandb_dir: Path, run_id: str) -> int:
 def offline_runs(sweep_dir: Path | str) -> dict[str, list[Path]]:
     """Offline run folders anywhere under a sweep (trials and summary), by run id, oldest first."""
     by_id: dict[str, list[Path]] = defaultdict(list)
-    wandb_dirs = {p.parent for p in Path(sweep_dir).rglob("offline-run-*") if p.is_dir() and p.parent.name == WANDB_DIR}
+    wandb_dirs = {
+        p.parent
+        for p in Path(sweep_dir).rglob("offline-run-*")
+        if p.is_dir() and p.parent.name == WANDB_DIR
+    }
     for wandb_dir in sorted(wandb_dirs):
         for folder in run_folders(wandb_dir):
             if folder.name.startswith("offline-run-"):
@@ -617,7 +666,10 @@ def sync_sweep(sweep_dir: Path | str, *, dry_run: bool = False) -> int:
     resumed run). Folders already uploaded are skipped. ``dry_run`` lists what
     would be uploaded without credentials or network, and returns that count.
     """
-    runs = {rid: [f for f in folders if not _is_synced(f)] for rid, folders in offline_runs(sweep_dir).items()}
+    runs = {
+        rid: [f for f in folders if not _is_synced(f)]
+        for rid, folders in offline_runs(sweep_dir).items()
+    }
     runs = {rid: folders for rid, folders in runs.items() if folders}
     if not runs:
         return 0
@@ -632,11 +684,21 @@ def sync_sweep(sweep_dir: Path | str, *, dry_run: bool = False) -> int:
             batches.append([])
         batches[-1].extend(folders)
     for batch in batches:
-        cmd = [sys.executable, "-m", "wandb", "sync", *(["--dry-run"] if dry_run else []), *map(str, batch)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "wandb",
+            "sync",
+            *(["--dry-run"] if dry_run else []),
+            *map(str, batch),
+        ]
         # a real upload shows wandb's own progress on the terminal; a dry run stays quiet
         done = subprocess.run(cmd, capture_output=dry_run, text=True)
         if done.returncode != 0:
-            raise SyncError(f"wandb sync failed with exit status {done.returncode}" + (f": {(done.stderr or done.stdout).strip()[-2000:]}" if dry_run else ""))
+            raise SyncError(
+                f"wandb sync failed with exit status {done.returncode}"
+                + (f": {(done.stderr or done.stdout).strip()[-2000:]}" if dry_run else "")
+            )
     if dry_run:
         return len(runs)
     return sum(all(_is_synced(f) for f in folders) for folders in runs.values())
@@ -728,15 +790,25 @@ def log_sweep_summary(
             name=f"{sweep_name or 'sweep'}-summary",
             job_type="summary",
             tags=["summary", *[str(t) for t in wcfg["tags"] or []]],
-            config={"sweep": sweep_name, "sweep_dir": str(sweep_dir.resolve()), "trials": len(rows)},
+            config={
+                "sweep": sweep_name,
+                "sweep_dir": str(sweep_dir.resolve()),
+                "trials": len(rows),
+            },
             dir=str(sweep_dir),
         )
         step = max(step, int(getattr(run, "starting_step", 0) or 0))
         columns = _table_columns(rows)
-        table = wandb.Table(columns=columns, data=[[_cell(r.get(c)) for c in columns] for r in rows], allow_mixed_types=True)
+        table = wandb.Table(
+            columns=columns,
+            data=[[_cell(r.get(c)) for c in columns] for r in rows],
+            allow_mixed_types=True,
+        )
         payload: dict[str, Any] = {"trials": table}
         for image in images:
-            if Path(image).is_file():  # a plot the report could not draw is not a reason to lose the table
+            if Path(
+                image
+            ).is_file():  # a plot the report could not draw is not a reason to lose the table
                 payload[f"report/{Path(image).stem}"] = wandb.Image(str(image))
         for task, series in accuracy_by_depth(rows).items():
             names = list(series)
@@ -758,7 +830,12 @@ def log_sweep_summary(
             _notify_offline(sweep_dir)
         return rid
     except Exception as e:
-        log.error("W&B summary run of sweep %s failed (%s: %s); the report is unaffected", sweep_name, type(e).__name__, e)
+        log.error(
+            "W&B summary run of sweep %s failed (%s: %s); the report is unaffected",
+            sweep_name,
+            type(e).__name__,
+            e,
+        )
         if run is not None:
             try:
                 _finish_run(run, exit_code=1)

@@ -58,7 +58,12 @@ def validate(cfg: DictConfig) -> Task:
     checks = [
         ("model.depth", m.depth, m.depth >= 1, "must be >= 1"),
         ("model.width", m.width, m.width >= 1, "must be >= 1"),
-        ("model.heads", m.heads, m.heads >= 1 and m.width % m.heads == 0, f"must be >= 1 and divide model.width={m.width}"),
+        (
+            "model.heads",
+            m.heads,
+            m.heads >= 1 and m.width % m.heads == 0,
+            f"must be >= 1 and divide model.width={m.width}",
+        ),
         ("model.mlp_ratio", m.mlp_ratio, m.mlp_ratio >= 1, "must be >= 1"),
         ("model.dropout", m.dropout, 0.0 <= m.dropout < 1.0, "must be in [0, 1)"),
         ("train.steps", t.steps, t.steps >= 0, "must be >= 0"),
@@ -66,24 +71,40 @@ def validate(cfg: DictConfig) -> Task:
         ("train.lr", t.lr, t.lr > 0, "must be > 0"),
         ("train.eval_every", t.eval_every, t.eval_every >= 1, "must be >= 1"),
         ("train.eval_size", t.eval_size, t.eval_size >= 1, "must be >= 1"),
-        ("train.precision", t.precision, t.precision in ("auto", "bf16", "fp32"), "must be auto, bf16 or fp32"),
+        (
+            "train.precision",
+            t.precision,
+            t.precision in ("auto", "bf16", "fp32"),
+            "must be auto, bf16 or fp32",
+        ),
         ("resources.workers", cfg.resources.workers, cfg.resources.workers >= 1, "must be >= 1"),
         ("run.log_every", cfg.run.log_every, cfg.run.log_every >= 1, "must be >= 1"),
-        ("run.checkpoint_every", cfg.run.checkpoint_every, cfg.run.checkpoint_every >= 1, "must be >= 1"),
+        (
+            "run.checkpoint_every",
+            cfg.run.checkpoint_every,
+            cfg.run.checkpoint_every >= 1,
+            "must be >= 1",
+        ),
     ]
     for key, value, ok, why in checks:
         if not ok:
             raise ConfigError(key, value, why)
     if PosEncoding(m.pos_encoding) == PosEncoding.rope and (m.width // m.heads) % 2:
-        raise ConfigError("model.pos_encoding", "rope", f"needs an even head size, got {m.width // m.heads}")
+        raise ConfigError(
+            "model.pos_encoding", "rope", f"needs an even head size, got {m.width // m.heads}"
+        )
     need = task.model_spec().seq_len
     if m.max_len and m.max_len < need:
         raise ConfigError(
-            "model.max_len", m.max_len, f"the {cfg.task.name} sequences of setting {Setting(cfg.setting).value} need {need} positions"
+            "model.max_len",
+            m.max_len,
+            f"the {cfg.task.name} sequences of setting {Setting(cfg.setting).value} need {need} positions",
         )
     w = cfg.resources.workers
     if t.batch_size % w:
-        raise ConfigError("train.batch_size", t.batch_size, f"must divide evenly among resources.workers={w}")
+        raise ConfigError(
+            "train.batch_size", t.batch_size, f"must divide evenly among resources.workers={w}"
+        )
     return task
 
 
@@ -179,7 +200,9 @@ def run_trial(
     resolved = OmegaConf.to_yaml(cfg, resolve=True)
     existing = out / files.CONFIG
     if existing.exists() and not _same_trial(existing, cfg):
-        raise ConfigError("run.out_dir", str(out), "holds a different trial; choose another directory")
+        raise ConfigError(
+            "run.out_dir", str(out), "holds a different trial; choose another directory"
+        )
     done = files.read_json(out / files.RESULT)
     if done is not None:
         return done
@@ -228,14 +251,22 @@ def _train(cfg, task: Task, out: Path, dctx: DistContext, should_stop, tracker, 
     device = resolve_device(run.device)
     if device.type == "cuda" and dctx.world > 1:
         device = torch.device("cuda", torch.cuda.current_device())
-    torch.manual_seed(stream_seed(cfg.seed, "init"))  # initial weights (and dropout) from the trial seed
+    torch.manual_seed(
+        stream_seed(cfg.seed, "init")
+    )  # initial weights (and dropout) from the trial seed
     model = build_model(cfg, task).to(device)
     net: torch.nn.Module = model
     if dctx.world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     bf16 = t.precision == "bf16" or (t.precision == "auto" and device.type == "cuda")
     opt = torch.optim.AdamW(
-        model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), weight_decay=t.weight_decay, fused=device.type == "cuda"
+        model.parameters(),
+        lr=t.lr,
+        betas=(t.beta1, t.beta2),
+        weight_decay=t.weight_decay,
+        fused=device.type == "cuda",
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, t))
     gen = torch.Generator(device=device).manual_seed(stream_seed(cfg.seed, "train"))
@@ -327,7 +358,9 @@ def _train(cfg, task: Task, out: Path, dctx: DistContext, should_stop, tracker, 
             loss.backward()
             # the gradient norm is computed anyway (clipping): a finite loss with overflowing
             # gradients is divergence too, caught before it reaches a checkpoint
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf"))
+            gnorm = torch.nn.utils.clip_grad_norm_(
+                model.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf")
+            )
             opt.step()
             sched.step()
             ld = loss.detach()
@@ -348,7 +381,14 @@ def _train(cfg, task: Task, out: Path, dctx: DistContext, should_stop, tracker, 
                     loss_sum /= dctx.world
                 if dctx.is_main:
                     tps = (step - step_log) * batch.tokens / max(now - t_log, 1e-9)
-                    emit(step, {"train/loss": loss_sum.item() / n_loss, "train/lr": sched.get_last_lr()[0], "perf/tokens_per_s": tps})
+                    emit(
+                        step,
+                        {
+                            "train/loss": loss_sum.item() / n_loss,
+                            "train/lr": sched.get_last_lr()[0],
+                            "perf/tokens_per_s": tps,
+                        },
+                    )
                 loss_sum.zero_()
                 n_loss, t_log, step_log = 0, now, step
             stop_now = False
@@ -360,7 +400,11 @@ def _train(cfg, task: Task, out: Path, dctx: DistContext, should_stop, tracker, 
                     state["streak"] = state["streak"] + 1 if held else 0
                     stop_now = held and state["streak"] >= t.early_stop_patience
                 stop_now = _agree(stop_now, dctx, device)
-            interrupt = _agree(should_stop(), dctx, device) if (dctx.world == 1 or step % run.log_every == 0) else False
+            interrupt = (
+                _agree(should_stop(), dctx, device)
+                if (dctx.world == 1 or step % run.log_every == 0)
+                else False
+            )
             if step % run.checkpoint_every == 0 or last or stop_now or interrupt:
                 check_finite()
                 state["wall"] = time.perf_counter() - wall_start
@@ -368,7 +412,15 @@ def _train(cfg, task: Task, out: Path, dctx: DistContext, should_stop, tracker, 
                 checkpoint()
             if dctx.is_main and (time.monotonic() - last_beat > 5 or last):
                 last_beat = time.monotonic()
-                files.write_json(out / files.HEARTBEAT, {"step": step, "time": time.time(), "host": socket.gethostname(), "pid": os.getpid()})
+                files.write_json(
+                    out / files.HEARTBEAT,
+                    {
+                        "step": step,
+                        "time": time.time(),
+                        "host": socket.gethostname(),
+                        "pid": os.getpid(),
+                    },
+                )
             if progress is not None and dctx.is_main:
                 progress(step, t.steps, state["eval"])
             if stop_now:

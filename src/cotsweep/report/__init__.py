@@ -57,7 +57,9 @@ for _m in pkgutil.iter_modules(__path__):
         try:
             importlib.import_module(f"{__name__}.{_m.name}")
         except Exception as _e:  # noqa: BLE001 — one study's broken module must not take every report down
-            logging.getLogger(__name__).warning("report section module %s failed to import: %s", _m.name, _e)
+            logging.getLogger(__name__).warning(
+                "report section module %s failed to import: %s", _m.name, _e
+            )
             IMPORT_ERRORS[_m.name] = f"{type(_e).__name__}: {_e}"
 
 __all__ = [

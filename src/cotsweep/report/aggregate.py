@@ -116,7 +116,9 @@ def select(records: Iterable[TrialRecord], **axes: object) -> list[TrialRecord]:
     return [r for r in records if all(r.axes.get(k) == v for k, v in axes.items())]
 
 
-def by(records: Iterable[TrialRecord], key: Callable[[TrialRecord], object]) -> dict[object, list[TrialRecord]]:
+def by(
+    records: Iterable[TrialRecord], key: Callable[[TrialRecord], object]
+) -> dict[object, list[TrialRecord]]:
     out: dict[object, list[TrialRecord]] = {}
     for r in records:
         out.setdefault(key(r), []).append(r)

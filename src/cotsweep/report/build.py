@@ -67,7 +67,9 @@ def build_report(sweep_dir: Path | str, *, solve_threshold: float = 0.95) -> Rep
         raise FileNotFoundError(f"no sweep directory at {sweep_dir}")
     records = load_trials(sweep_dir)
     out = sweep_dir / REPORT_DIR
-    ctx = ReportContext(sweep_dir=sweep_dir, report_dir=out, solve_threshold=solve_threshold, records=records)
+    ctx = ReportContext(
+        sweep_dir=sweep_dir, report_dir=out, solve_threshold=solve_threshold, records=records
+    )
     for stale in (out / FIGURES).glob("*.png"):
         stale.unlink()  # figures of a previous build whose grid points may be gone
 
@@ -83,7 +85,9 @@ def build_report(sweep_dir: Path | str, *, solve_threshold: float = 0.95) -> Rep
     for task in tasks:
         if task not in claimed:
             mine = [r for r in records if r.task == task]
-            sections.append(_run_section(f"Task {task}", lambda m=mine, t=task: _generic(t, m, ctx)))
+            sections.append(
+                _run_section(f"Task {task}", lambda m=mine, t=task: _generic(t, m, ctx))
+            )
     sections.append(_all_trials(records))
 
     title = f"Sweep report: {_sweep_name(records, sweep_dir)}"
@@ -95,7 +99,9 @@ def build_report(sweep_dir: Path | str, *, solve_threshold: float = 0.95) -> Rep
         "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
         "solve_threshold": solve_threshold,
         "states": dict(Counter(r.state for r in records)),
-        "figures": [{"path": f.path.relative_to(out).as_posix(), "caption": f.caption} for f in figures],
+        "figures": [
+            {"path": f.path.relative_to(out).as_posix(), "caption": f.caption} for f in figures
+        ],
     }
     files.write_json(out / MANIFEST, manifest)
     return Report(out, out / MARKDOWN, out / HTML, out / MANIFEST, figures, records)
@@ -115,7 +121,11 @@ def _run_section(title: str, make) -> Section:
 
 
 def _sweep_name(records: list[TrialRecord], sweep_dir: Path) -> str:
-    names = {r.config.get("sweep", {}).get("name") for r in records if isinstance(r.config.get("sweep"), dict)}
+    names = {
+        r.config.get("sweep", {}).get("name")
+        for r in records
+        if isinstance(r.config.get("sweep"), dict)
+    }
     names.discard("")
     names.discard(None)
     return next(iter(names)) if len(names) == 1 else sweep_dir.resolve().name
@@ -124,20 +134,33 @@ def _sweep_name(records: list[TrialRecord], sweep_dir: Path) -> str:
 def _overview(records: list[TrialRecord], sweep_dir: Path) -> Section:
     sec = Section("Overview")
     counts = Counter(r.state for r in records)
-    states = [s for s in STATE_ORDER if counts[s]] + sorted(s for s in counts if s not in STATE_ORDER)
+    states = [s for s in STATE_ORDER if counts[s]] + sorted(
+        s for s in counts if s not in STATE_ORDER
+    )
     summary = ", ".join(f"{counts[s]} {s}" for s in states) or "none"
     ledger = (sweep_dir / "ledger.sqlite").exists()
     sec.text(
         f"{len(records)} trials: {summary}. Read from the trial files in `{sweep_dir}/trials/`"
-        + (" and the ledger `ledger.sqlite`" if ledger else " (no ledger: trials that never started are not known)")
+        + (
+            " and the ledger `ledger.sqlite`"
+            if ledger
+            else " (no ledger: trials that never started are not known)"
+        )
         + f"; generated {time.strftime('%Y-%m-%d %H:%M')}."
     )
     if IMPORT_ERRORS:
-        sec.text("**Report sections that could not be loaded** (their tasks fall back to the generic view):")
-        sec.bullets([f"`cotsweep.report.{m}`: {_one_line(e)}" for m, e in sorted(IMPORT_ERRORS.items())])
+        sec.text(
+            "**Report sections that could not be loaded** (their tasks fall back to the generic view):"
+        )
+        sec.bullets(
+            [f"`cotsweep.report.{m}`: {_one_line(e)}" for m, e in sorted(IMPORT_ERRORS.items())]
+        )
     tasks = grid_values(records, "task")
     if tasks:
-        rows = [[t] + [sum(r.state == s and r.task == t for r in records) for s in states] for t in tasks]
+        rows = [
+            [t] + [sum(r.state == s and r.task == t for r in records) for s in states]
+            for t in tasks
+        ]
         unknown = [r for r in records if r.task is None]
         if unknown:
             rows.append(["(unknown)"] + [sum(r.state == s for r in unknown) for s in states])
@@ -145,7 +168,9 @@ def _overview(records: list[TrialRecord], sweep_dir: Path) -> Section:
     lacking = [r for r in records if not r.done]
     if lacking:
         sec.heading("Trials without a result")
-        sec.text("Shown as gaps in every figure and table below; rerun them with `cotsweep resume DIR`.")
+        sec.text(
+            "Shown as gaps in every figure and table below; rerun them with `cotsweep resume DIR`."
+        )
         sec.table(
             ["trial", "grid point", "state", "error"],
             [[f"`{r.id}`", r.label(), r.state, _one_line(r.error) or "—"] for r in lacking],
@@ -165,15 +190,32 @@ def _generic(task: str, records: list[TrialRecord], ctx: ReportContext) -> Secti
     sec = Section(f"Task {task}")
     axes = [a for a in _varying(records) if a not in ("task", "seed")]
     grid = cells(records, axes)
-    sec.text(f"No report section is registered for `{task}`; this is the generic view of its {len(records)} trials.")
-    rows = [[*key, c.text(), cells(c.records, (), "chain_acc")[()].text() if c.records else "—"] for key, c in grid.items()]
-    sec.table([*axes, "final acc", "final chain acc"], rows, caption=f"{task}: final figures, mean [min–max] over seeds.")
+    sec.text(
+        f"No report section is registered for `{task}`; this is the generic view of its {len(records)} trials."
+    )
+    rows = [
+        [*key, c.text(), cells(c.records, (), "chain_acc")[()].text() if c.records else "—"]
+        for key, c in grid.items()
+    ]
+    sec.table(
+        [*axes, "final acc", "final chain acc"],
+        rows,
+        caption=f"{task}: final figures, mean [min–max] over seeds.",
+    )
     if any(r.metrics for r in records):
         colour = "depth" if "depth" in axes else (axes[0] if axes else "seed")
         panel = "setting" if "setting" in axes and colour != "setting" else "task"
-        p = training_curves(records, ctx.figure_path(f"training_curves_{task}"), colour=colour, panel=panel,
-                            threshold=ctx.solve_threshold, title=f"{task}: training curves")
-        sec.figure(p, f"{task}: training loss and eval accuracy against step, coloured by {colour}.")
+        p = training_curves(
+            records,
+            ctx.figure_path(f"training_curves_{task}"),
+            colour=colour,
+            panel=panel,
+            threshold=ctx.solve_threshold,
+            title=f"{task}: training curves",
+        )
+        sec.figure(
+            p, f"{task}: training loss and eval accuracy against step, coloured by {colour}."
+        )
     return sec
 
 
@@ -181,7 +223,9 @@ def _varying(records: list[TrialRecord]) -> list[str]:
     keys: list[str] = []
     for r in records:
         keys += [k for k in r.axes if k not in keys]
-    return [k for k in keys if len(grid_values(records, k)) > 1 or k in ("setting", "depth", "length")]
+    return [
+        k for k in keys if len(grid_values(records, k)) > 1 or k in ("setting", "depth", "length")
+    ]
 
 
 def _headline(res: dict) -> str:
@@ -197,10 +241,28 @@ def _headline(res: dict) -> str:
 def _all_trials(records: list[TrialRecord]) -> Section:
     sec = Section("All trials")
     # the other axes only where they vary: a constant width is not a column worth reading
-    extra = [k for k in sorted({k for r in records for k in r.axes} - {"task", "setting", "depth", "length", "seed"})
-             if len(grid_values(records, k)) > 1]
-    head = ["trial", "task", "setting", "depth", "n", "seed", *extra, "state", "acc", "chain acc", "other", "steps",
-            "wall time (s)"]
+    extra = [
+        k
+        for k in sorted(
+            {k for r in records for k in r.axes} - {"task", "setting", "depth", "length", "seed"}
+        )
+        if len(grid_values(records, k)) > 1
+    ]
+    head = [
+        "trial",
+        "task",
+        "setting",
+        "depth",
+        "n",
+        "seed",
+        *extra,
+        "state",
+        "acc",
+        "chain acc",
+        "other",
+        "steps",
+        "wall time (s)",
+    ]
     rows = []
     for r in records:
         a = r.axes
@@ -208,13 +270,30 @@ def _all_trials(records: list[TrialRecord]) -> Section:
 
         def num(key: str, fmt: str, res: dict = res) -> str:
             v = res.get(key)
-            return format(v, fmt) if isinstance(v, (int, float)) and not isinstance(v, bool) else "—"
+            return (
+                format(v, fmt) if isinstance(v, (int, float)) and not isinstance(v, bool) else "—"
+            )
 
-        rows.append([f"`{r.id}`", a.get("task", "?"), a.get("setting", "?"), a.get("depth", "?"), a.get("length", "?"),
-                     a.get("seed", "?"), *[a.get(k, "") for k in extra], r.state,
-                     num("acc", ".3f"), num("chain_acc", ".3f"), _headline(res), num("steps", "d"),
-                     num("wall_time_s", ".1f")])
-    sec.table(head, rows, caption="Every trial of the sweep, as its files and the ledger record it.")
+        rows.append(
+            [
+                f"`{r.id}`",
+                a.get("task", "?"),
+                a.get("setting", "?"),
+                a.get("depth", "?"),
+                a.get("length", "?"),
+                a.get("seed", "?"),
+                *[a.get(k, "") for k in extra],
+                r.state,
+                num("acc", ".3f"),
+                num("chain_acc", ".3f"),
+                _headline(res),
+                num("steps", "d"),
+                num("wall_time_s", ".1f"),
+            ]
+        )
+    sec.table(
+        head, rows, caption="Every trial of the sweep, as its files and the ledger record it."
+    )
     if any(r.state == FAILED for r in records):
         sec.text("Errors of failed trials are listed in the overview.")
     return sec

@@ -47,10 +47,20 @@ REPORTED = {
     },
 }
 ENCODINGS = ("none", "learned", "sinusoidal", "rope")
-ENCODING_LABELS = {"none": "NoPE", "learned": "learned PE", "sinusoidal": "sinusoidal PE", "rope": "RoPE",
-                   "GPT-4": "GPT-4"}
-ENCODING_COLOURS = {"none": "#0072B2", "learned": "#D55E00", "sinusoidal": "#009E73", "rope": "#CC79A7",
-                    "GPT-4": "0.45"}
+ENCODING_LABELS = {
+    "none": "NoPE",
+    "learned": "learned PE",
+    "sinusoidal": "sinusoidal PE",
+    "rope": "RoPE",
+    "GPT-4": "GPT-4",
+}
+ENCODING_COLOURS = {
+    "none": "#0072B2",
+    "learned": "#D55E00",
+    "sinusoidal": "#009E73",
+    "rope": "#CC79A7",
+    "GPT-4": "0.45",
+}
 MIX_ORDER = ("sequential", "TS1", "TS2", "custom")
 CHAIN_KINDS = (("seq", "sequential chains"), ("flip", "flipped chains"))
 _CHAIN = re.compile(r"^(seq|flip)_(\d+)$")
@@ -84,7 +94,11 @@ def _eval_keys(records: Sequence[TrialRecord]) -> list[str]:
 
 def chain_lengths(records: Sequence[TrialRecord], kind: str) -> list[int]:
     """The chain lengths of suite family ``kind`` (seq or flip) that any trial evaluated."""
-    ns = {int(m.group(2)) for k in _eval_keys(records) if (m := _CHAIN.match(k[4:])) and m.group(1) == kind}
+    ns = {
+        int(m.group(2))
+        for k in _eval_keys(records)
+        if (m := _CHAIN.match(k[4:])) and m.group(1) == kind
+    }
     return sorted(ns)
 
 
@@ -112,7 +126,8 @@ def _groups(records: Sequence[TrialRecord]) -> dict[tuple[str, str, str], list[T
     """Seeds of one grid point: (mix, encoding, any other varying axis as text)."""
     skip = {"seed", "pos_encoding", "task.mix", "task", "setting"}
     varying = sorted(
-        k for k in {k for r in records for k in r.axes if k not in skip}
+        k
+        for k in {k for r in records for k in r.axes if k not in skip}
         if len({str(r.axes.get(k)) for r in records}) > 1
     )
     out: dict[tuple[str, str, str], list[TrialRecord]] = {}
@@ -122,8 +137,13 @@ def _groups(records: Sequence[TrialRecord]) -> dict[tuple[str, str, str], list[T
 
     def order(key: tuple[str, str, str]) -> tuple:
         mix, enc, rest = key
-        return (MIX_ORDER.index(mix) if mix in MIX_ORDER else 9, mix,
-                ENCODINGS.index(enc) if enc in ENCODINGS else 9, enc, rest)
+        return (
+            MIX_ORDER.index(mix) if mix in MIX_ORDER else 9,
+            mix,
+            ENCODINGS.index(enc) if enc in ENCODINGS else 9,
+            enc,
+            rest,
+        )
 
     return {k: out[k] for k in sorted(out, key=order)}
 
@@ -141,7 +161,9 @@ def causal_section(records: list[TrialRecord], ctx: ReportContext) -> Section:
     sec = Section("")
     groups = _groups(records)
     done = sum(r.done for r in records)
-    mixes = sorted({k[0] for k in groups}, key=lambda m: (MIX_ORDER.index(m) if m in MIX_ORDER else 9, m))
+    mixes = sorted(
+        {k[0] for k in groups}, key=lambda m: (MIX_ORDER.index(m) if m in MIX_ORDER else 9, m)
+    )
     sec.text(
         f"{len(records)} trials ({done} finished) over training mixes {', '.join(f'`{m}`' for m in mixes)} and "
         f"positional encodings {', '.join(sorted({ENCODING_LABELS.get(k[1], k[1]) for k in groups}))}. "
@@ -154,9 +176,12 @@ def causal_section(records: list[TrialRecord], ctx: ReportContext) -> Section:
         return sec
     _headline(sec, groups)
     path = length_figure(groups, ctx.figure_path("causal_accuracy_vs_chain_length"))
-    sec.figure(path, "accuracy against chain length (nodes), one line per positional encoding, one row per "
-                     "training mix; dashed: the reported accuracies (trained on TS2), drawn in both columns since "
-                     "the transcription does not say which chains they are")
+    sec.figure(
+        path,
+        "accuracy against chain length (nodes), one line per positional encoding, one row per "
+        "training mix; dashed: the reported accuracies (trained on TS2), drawn in both columns since "
+        "the transcription does not say which chains they are",
+    )
     for kind, title in CHAIN_KINDS:
         _length_table(sec, groups, records, kind, title)
     _others_table(sec, groups, records)
@@ -193,19 +218,32 @@ def _headline(sec: Section, groups: dict) -> None:
                     f"{mean['learned']:.2f} — {'as reported (NoPE ahead)' if held else 'not as reported'}"
                 )
     sec.heading("Comparison with the reported table")
-    sec.text(f"Source: {REPORTED['source']}. Mean accuracy over chains of {lengths[0]}–{lengths[-1]} nodes:")
-    sec.bullets(items + (verdicts or ["the headline check needs NoPE and learned PE trials with the "
-                                      f"{lengths[0]}–{lengths[-1]} node suites"]))
+    sec.text(
+        f"Source: {REPORTED['source']}. Mean accuracy over chains of {lengths[0]}–{lengths[-1]} nodes:"
+    )
+    sec.bullets(
+        items
+        + (
+            verdicts
+            or [
+                "the headline check needs NoPE and learned PE trials with the "
+                f"{lengths[0]}–{lengths[-1]} node suites"
+            ]
+        )
+    )
 
 
 def length_figure(groups: dict, path: Path) -> Path:
     """Accuracy against chain length: a row per (mix, other axes), sequential and flipped columns."""
-    rows = sorted({(m, rest) for m, _, rest in groups},
-                  key=lambda k: (MIX_ORDER.index(k[0]) if k[0] in MIX_ORDER else 9, k))
+    rows = sorted(
+        {(m, rest) for m, _, rest in groups},
+        key=lambda k: (MIX_ORDER.index(k[0]) if k[0] in MIX_ORDER else 9, k),
+    )
     all_recs = [r for recs in groups.values() for r in recs]
     lengths = {kind: chain_lengths(all_recs, kind) for kind, _ in CHAIN_KINDS}
     encs = [e for e in ENCODINGS if any(k[1] == e for k in groups)] + sorted(
-        {k[1] for k in groups if k[1] not in ENCODINGS})
+        {k[1] for k in groups if k[1] not in ENCODINGS}
+    )
     lowest = 0.3
     # the reported figures sit beside the trials of their own training set; on every row if none ran
     reported_row = any(m == REPORTED["mix"] for m, _ in rows)
@@ -226,13 +264,32 @@ def length_figure(groups: dict, path: Path) -> Path:
                     col = ENCODING_COLOURS.get(enc, "0.2")
                     xs = [pos[n] for n in ns]
                     ax.plot(xs, [c.mean for c in cs], marker="o", color=col)
-                    ax.fill_between(xs, [c.lo for c in cs], [c.hi for c in cs], color=col, alpha=0.18, linewidth=0)
+                    ax.fill_between(
+                        xs,
+                        [c.lo for c in cs],
+                        [c.hi for c in cs],
+                        color=col,
+                        alpha=0.18,
+                        linewidth=0,
+                    )
                     lowest = min([lowest] + [c.lo for c in cs if not c.is_gap])
-                for enc, vals in (REPORTED["rows"].items() if mix == REPORTED["mix"] or not reported_row else ()):
-                    pts = [(pos[n], v) for n, v in zip(REPORTED["lengths"], vals, strict=True) if n in pos]
+                for enc, vals in (
+                    REPORTED["rows"].items() if mix == REPORTED["mix"] or not reported_row else ()
+                ):
+                    pts = [
+                        (pos[n], v)
+                        for n, v in zip(REPORTED["lengths"], vals, strict=True)
+                        if n in pos
+                    ]
                     if pts:
-                        ax.plot(*zip(*pts, strict=True), linestyle="--", linewidth=1.2, marker=".",
-                                color=ENCODING_COLOURS.get(enc, "0.45"), alpha=0.8)
+                        ax.plot(
+                            *zip(*pts, strict=True),
+                            linestyle="--",
+                            linewidth=1.2,
+                            marker=".",
+                            color=ENCODING_COLOURS.get(enc, "0.45"),
+                            alpha=0.8,
+                        )
                 ax.axhline(0.5, color="0.35", linestyle=":", linewidth=1.0, zorder=1)
                 ax.set_title(f"trained on {mix}{' ' + rest if rest else ''}: {title}")
                 ax.set_xlabel("chain length (nodes)")
@@ -240,33 +297,64 @@ def length_figure(groups: dict, path: Path) -> Path:
                     ax.set_ylabel("accuracy")
         for ax in axes.flat:  # one scale for every panel; below 0.3 only if some model is there
             ax.set_ylim(max(0.0, lowest - 0.05) if lowest < 0.3 else 0.3, 1.03)
-        handles = [Line2D([], [], color=ENCODING_COLOURS.get(e, "0.2"), marker="o", label=ENCODING_LABELS.get(e, e))
-                   for e in encs]
-        handles += [Line2D([], [], color=ENCODING_COLOURS[e], linestyle="--", marker=".",
-                           label=f"{ENCODING_LABELS[e]} (reported)") for e in REPORTED["rows"]]
-        handles += [Patch(color="0.5", alpha=0.3, label="min–max over seeds"),
-                    Line2D([], [], color="0.35", linestyle=":", label="chance")]
+        handles = [
+            Line2D(
+                [],
+                [],
+                color=ENCODING_COLOURS.get(e, "0.2"),
+                marker="o",
+                label=ENCODING_LABELS.get(e, e),
+            )
+            for e in encs
+        ]
+        handles += [
+            Line2D(
+                [],
+                [],
+                color=ENCODING_COLOURS[e],
+                linestyle="--",
+                marker=".",
+                label=f"{ENCODING_LABELS[e]} (reported)",
+            )
+            for e in REPORTED["rows"]
+        ]
+        handles += [
+            Patch(color="0.5", alpha=0.3, label="min–max over seeds"),
+            Line2D([], [], color="0.35", linestyle=":", label="chance"),
+        ]
         fig.legend(handles=handles, loc="outside lower center", ncols=4, frameon=False)
         fig.suptitle("causal transitivity: accuracy against chain length")
         return save(fig, path)
 
 
-def _length_table(sec: Section, groups: dict, records: Sequence[TrialRecord], kind: str, title: str) -> None:
+def _length_table(
+    sec: Section, groups: dict, records: Sequence[TrialRecord], kind: str, title: str
+) -> None:
     ns = chain_lengths(records, kind)
     if not ns:
         return
-    rows = [[_row_label(*key)] + [_cell(recs, f"{kind}_{n}").text() for n in ns] for key, recs in groups.items()]
+    rows = [
+        [_row_label(*key)] + [_cell(recs, f"{kind}_{n}").text() for n in ns]
+        for key, recs in groups.items()
+    ]
     rep_cols = {n: i for i, n in enumerate(REPORTED["lengths"])}
     for enc, vals in REPORTED["rows"].items():
-        rows.append([f"{ENCODING_LABELS[enc]} — reported ({REPORTED['mix']})"]
-                    + [f"{vals[rep_cols[n]]:.2f}" if n in rep_cols else "" for n in ns])
-    sec.table(["model"] + [f"{n}" for n in ns], rows,
-              caption=f"Accuracy on {title} by number of nodes (mean [min–max] over seeds)")
+        rows.append(
+            [f"{ENCODING_LABELS[enc]} — reported ({REPORTED['mix']})"]
+            + [f"{vals[rep_cols[n]]:.2f}" if n in rep_cols else "" for n in ns]
+        )
+    sec.table(
+        ["model"] + [f"{n}" for n in ns],
+        rows,
+        caption=f"Accuracy on {title} by number of nodes (mean [min–max] over seeds)",
+    )
 
 
 def _others_table(sec: Section, groups: dict, records: Sequence[TrialRecord]) -> None:
     suites = other_suites(records)
     headers = ["model", "training distribution"] + [suite_title(s) for s in suites]
-    rows = [[_row_label(*key), _cell(recs, None).text()] + [_cell(recs, s).text() for s in suites]
-            for key, recs in groups.items()]
+    rows = [
+        [_row_label(*key), _cell(recs, None).text()] + [_cell(recs, s).text() for s in suites]
+        for key, recs in groups.items()
+    ]
     sec.table(headers, rows, caption="Accuracy on the other suites (mean [min–max] over seeds)")

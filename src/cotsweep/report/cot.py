@@ -41,7 +41,9 @@ def cot_study(records: list[TrialRecord], ctx: ReportContext) -> Section:
 
 def _findings(sec: Section, records: list[TrialRecord]) -> None:
     header, verdicts = check_findings(FINDINGS, records)
-    counts = {s: sum(v.status == s for v in verdicts) for s in (REPRODUCED, NOT_REPRODUCED, NOT_RUN)}
+    counts = {
+        s: sum(v.status == s for v in verdicts) for s in (REPRODUCED, NOT_REPRODUCED, NOT_RUN)
+    }
     sec.heading("Comparison with the reported findings")
     sec.text(
         f"Source: {header.get('source', '')}. Each finding is checked on the seed means of this sweep; "
@@ -61,7 +63,9 @@ def _task(sec: Section, task: str, records: list[TrialRecord], ctx: ReportContex
     thr = ctx.solve_threshold
     settings, depths, lengths = (grid_values(records, a) for a in ("setting", "depth", "length"))
     chance = chance_level(records)
-    chance_txt = f"chance = {chance:.3f}" if chance is not None else "chance unknown (no finished trial)"
+    chance_txt = (
+        f"chance = {chance:.3f}" if chance is not None else "chance unknown (no finished trial)"
+    )
     n_seeds = len(grid_values(records, "seed"))
     sec.heading(TASK_TITLES.get(task, task))
     done = sum(r.done for r in records)
@@ -70,39 +74,69 @@ def _task(sec: Section, task: str, records: list[TrialRecord], ctx: ReportContex
         f"depths {', '.join(map(str, depths))}; input lengths {', '.join(map(str, lengths))}; "
         f"{n_seeds} seed{'s' if n_seeds != 1 else ''}. Points are means over seeds, bands their min–max; {chance_txt}."
     )
-    pooled = [k for k in sorted({k for r in records for k in r.axes}) if k not in _PLOTTED
-              and len(grid_values(records, k)) > 1]
+    pooled = [
+        k
+        for k in sorted({k for r in records for k in r.axes})
+        if k not in _PLOTTED and len(grid_values(records, k)) > 1
+    ]
     if pooled:
-        sec.text(f"**Note:** these trials also vary in {', '.join(f'`{k}`' for k in pooled)}; the figures and tables "
-                 "below pool those values together with the seeds. The last table of the report separates them.")
+        sec.text(
+            f"**Note:** these trials also vary in {', '.join(f'`{k}`' for k in pooled)}; the figures and tables "
+            "below pool those values together with the seeds. The last table of the report separates them."
+        )
 
     p = accuracy_against(
-        records, ctx.figure_path(f"accuracy_vs_depth_{task}"), x="depth", line="setting", panel="length",
+        records,
+        ctx.figure_path(f"accuracy_vs_depth_{task}"),
+        x="depth",
+        line="setting",
+        panel="length",
         title=f"{task}: accuracy against depth",
     )
     scale = " (log2 scale)" if depths and min(depths) > 0 and max(depths) / min(depths) >= 4 else ""
-    sec.figure(p, f"{task}: accuracy against depth{scale}, one line per setting, one panel per input length; "
-                  f"dashed: chance; ✕: no result.")
+    sec.figure(
+        p,
+        f"{task}: accuracy against depth{scale}, one line per setting, one panel per input length; "
+        f"dashed: chance; ✕: no result.",
+    )
     if len(lengths) > 1:
         p = accuracy_against(
-            records, ctx.figure_path(f"accuracy_vs_length_{task}"), x="length", line="depth", panel="setting",
+            records,
+            ctx.figure_path(f"accuracy_vs_length_{task}"),
+            x="length",
+            line="depth",
+            panel="setting",
             title=f"{task}: accuracy against input length",
         )
-        sec.figure(p, f"{task}: accuracy against input length, one line per depth, one panel per setting.")
+        sec.figure(
+            p, f"{task}: accuracy against input length, one line per depth, one panel per setting."
+        )
     else:
-        sec.text(f"One input length only (n = {lengths[0] if lengths else '?'}): no figure against length.")
+        sec.text(
+            f"One input length only (n = {lengths[0] if lengths else '?'}): no figure against length."
+        )
     grid = cells(records, ("setting", "depth", "length"))
     rows = []
     for s in settings:
         for d in depths:
             rows.append([s, d] + [_cell_text(grid.get((s, d, n))) for n in lengths])
-    sec.table(["setting", "depth"] + [f"n={n}" for n in lengths], rows,
-              caption=f"{task}: final accuracy, mean [min–max] over seeds ({chance_txt}); the data of the figures above.")
+    sec.table(
+        ["setting", "depth"] + [f"n={n}" for n in lengths],
+        rows,
+        caption=f"{task}: final accuracy, mean [min–max] over seeds ({chance_txt}); the data of the figures above.",
+    )
 
-    p = heatmap(records, ctx.figure_path(f"depth_length_heatmap_{task}"), threshold=thr,
-                title=f"{task}: accuracy over depth × input length")
-    sec.figure(p, f"{task}: depth × input length heat map per setting; the outlined cell in each column is "
-                  f"the smallest depth that solves that length (mean acc ≥ {thr:g}).")
+    p = heatmap(
+        records,
+        ctx.figure_path(f"depth_length_heatmap_{task}"),
+        threshold=thr,
+        title=f"{task}: accuracy over depth × input length",
+    )
+    sec.figure(
+        p,
+        f"{task}: depth × input length heat map per setting; the outlined cell in each column is "
+        f"the smallest depth that solves that length (mean acc ≥ {thr:g}).",
+    )
     rows = []
     undetermined = False
     for s in settings:
@@ -120,27 +154,53 @@ def _task(sec: Section, task: str, records: list[TrialRecord], ctx: ReportContex
             mark = " †" if gap_below else ""
             row.append(f"{best}{mark}" if best is not None else f"none ≤ {max(depths)}{mark}")
         rows.append(row)
-    sec.table(["setting"] + [f"n={n}" for n in lengths], rows,
-              caption=f"{task}: smallest depth that solves each input length (mean acc ≥ {thr:g})"
-              + ("; † a smaller depth has no result, so the true minimum may be lower" if undetermined else ""))
+    sec.table(
+        ["setting"] + [f"n={n}" for n in lengths],
+        rows,
+        caption=f"{task}: smallest depth that solves each input length (mean acc ≥ {thr:g})"
+        + (
+            "; † a smaller depth has no result, so the true minimum may be lower"
+            if undetermined
+            else ""
+        ),
+    )
 
     rows = []
     for n in lengths:
         sub = [r for r in records if r.axes.get("length") == n]
         if not any(r.metrics for r in sub):
             continue
-        p = training_curves(sub, ctx.figure_path(f"training_curves_{task}_n{n}"), threshold=thr,
-                            title=f"{task}, input length n = {n}: training curves")
-        sec.figure(p, f"{task}, n = {n}: training loss and eval accuracy against step, one column per "
-                      "setting, coloured by depth; dash-dotted: trials that did not finish.")
+        p = training_curves(
+            sub,
+            ctx.figure_path(f"training_curves_{task}_n{n}"),
+            threshold=thr,
+            title=f"{task}, input length n = {n}: training curves",
+        )
+        sec.figure(
+            p,
+            f"{task}, n = {n}: training loss and eval accuracy against step, one column per "
+            "setting, coloured by depth; dash-dotted: trials that did not finish.",
+        )
         for s in settings:
             for d in depths:
                 group = [r for r in sub if r.axes.get("setting") == s and r.axes.get("depth") == d]
                 if group:
                     rows.append([s, n, d] + _curve_row(group, thr))
     if rows:
-        sec.table(["setting", "n", "depth", "seeds done", "final loss", "final acc", f"first step with acc ≥ {thr:g}", "steps"],
-                  rows, caption=f"{task}: the training curves in numbers (means over finished seeds).")
+        sec.table(
+            [
+                "setting",
+                "n",
+                "depth",
+                "seeds done",
+                "final loss",
+                "final acc",
+                f"first step with acc ≥ {thr:g}",
+                "steps",
+            ],
+            rows,
+            caption=f"{task}: the training curves in numbers (means over finished seeds).",
+        )
 
 
 def _cell_text(c: Cell | None) -> str:
@@ -157,7 +217,9 @@ def _curve_row(group: list[TrialRecord], thr: float) -> list[object]:
     if not done:
         reached = "—"
     elif hit:
-        reached = f"{sum(hit) / len(hit):.0f}" + (f" ({len(hit)}/{len(done)} seeds)" if len(hit) < len(done) else "")
+        reached = f"{sum(hit) / len(hit):.0f}" + (
+            f" ({len(hit)}/{len(done)} seeds)" if len(hit) < len(done) else ""
+        )
     else:
         reached = "never"
     steps = mean_of(r.result.get("steps") for r in done if r.result)

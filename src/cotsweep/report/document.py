@@ -64,8 +64,12 @@ class Section:
         self.blocks.append(Text(text))
         return self
 
-    def table(self, headers: list[str], rows: list[list[object]], caption: str | None = None) -> Section:
-        self.blocks.append(Table([str(h) for h in headers], [[str(c) for c in row] for row in rows], caption))
+    def table(
+        self, headers: list[str], rows: list[list[object]], caption: str | None = None
+    ) -> Section:
+        self.blocks.append(
+            Table([str(h) for h in headers], [[str(c) for c in row] for row in rows], caption)
+        )
         return self
 
     def figure(self, path: Path, caption: str) -> Section:
@@ -130,7 +134,11 @@ td.not-reproduced { background: #fce8e6 !important; }
 td.not-run { background: #f1f1f1 !important; color: #666; }
 """
 
-_STATUS_CLASS = {"reproduced": "reproduced", "not reproduced": "not-reproduced", "not run": "not-run"}
+_STATUS_CLASS = {
+    "reproduced": "reproduced",
+    "not reproduced": "not-reproduced",
+    "not run": "not-run",
+}
 
 
 def _inline(text: str) -> str:
@@ -163,7 +171,9 @@ def to_html(title: str, sections: list[Section]) -> str:
                 rows = [
                     "<tr>"
                     + "".join(
-                        f'<td class="{_STATUS_CLASS[c]}">{_inline(c)}</td>' if c in _STATUS_CLASS else f"<td>{_inline(c)}</td>"
+                        f'<td class="{_STATUS_CLASS[c]}">{_inline(c)}</td>'
+                        if c in _STATUS_CLASS
+                        else f"<td>{_inline(c)}</td>"
                         for c in row
                     )
                     + "</tr>"
@@ -171,7 +181,9 @@ def to_html(title: str, sections: list[Section]) -> str:
                 ]
                 cap = f"<caption>{_inline(b.caption)}</caption>" if b.caption else ""
                 head = "<tr>" + "".join(f"<th>{_inline(h)}</th>" for h in b.headers) + "</tr>"
-                body.append(f"<table>{cap}<thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>")
+                body.append(
+                    f"<table>{cap}<thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+                )
             elif isinstance(b, Figure):
                 data = base64.b64encode(b.path.read_bytes()).decode("ascii")
                 body.append(
@@ -179,7 +191,7 @@ def to_html(title: str, sections: list[Section]) -> str:
                     f"<figcaption>{_inline(b.caption)}</figcaption></figure>"
                 )
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n<body>\n"
         + "\n".join(body)
         + "\n</body></html>\n"

@@ -57,8 +57,14 @@ class Finding:
     def rule(self) -> str:
         """The check in words: ``acc ≥ 0.95 at every point``."""
         op, v = self.check["op"], self.check["value"]
-        what = self.metric if not self.vs else f"{self.metric} − {self.metric}[{_fmt_where(self.vs)}]"
-        cond = {">=": f"≥ {v:g}", "<=": f"≤ {v:g}", "about": f"= {v:g} ± {self.check.get('tol', 0.1):g}"}[op]
+        what = (
+            self.metric if not self.vs else f"{self.metric} − {self.metric}[{_fmt_where(self.vs)}]"
+        )
+        cond = {
+            ">=": f"≥ {v:g}",
+            "<=": f"≤ {v:g}",
+            "about": f"= {v:g} ± {self.check.get('tol', 0.1):g}",
+        }[op]
         scope = {
             "all": "at every point",
             "any": "at some point",
@@ -85,7 +91,9 @@ def load_findings(path: Path) -> tuple[dict, list[Finding]]:
     for f in data.get("findings", []):
         finding = Finding(**f)
         if finding.combine not in ("all", "any", "mean", "best"):
-            raise ValueError(f"finding {finding.id}: combine must be all, any, mean or best, got {finding.combine!r}")
+            raise ValueError(
+                f"finding {finding.id}: combine must be all, any, mean or best, got {finding.combine!r}"
+            )
         if finding.check.get("op") not in (">=", "<=", "about"):
             raise ValueError(f"finding {finding.id}: check.op must be >=, <= or about")
         out.append(finding)
@@ -118,7 +126,11 @@ def _matches(value: Any, spec: Any, axis_values: list) -> bool:
         return (lo is None or value >= lo) and (hi is None or value <= hi)
     if isinstance(spec, list):
         return value in spec
-    if spec in ("max", "min") and axis_values and all(isinstance(v, (int, float)) for v in axis_values):
+    if (
+        spec in ("max", "min")
+        and axis_values
+        and all(isinstance(v, (int, float)) for v in axis_values)
+    ):
         return value == (max(axis_values) if spec == "max" else min(axis_values))
     return value == spec
 
@@ -127,7 +139,11 @@ def _select(records: list[TrialRecord], where: dict) -> list[TrialRecord]:
     # "max"/"min" resolve over what the sweep ran for this task (the grid), not only what finished
     scope = [r for r in records if "task" not in where or r.axes.get("task") == where["task"]]
     resolved = {k: grid_values(scope, k) for k in where}
-    return [r for r in scope if all(_matches(r.axes.get(k), spec, resolved[k]) for k, spec in where.items())]
+    return [
+        r
+        for r in scope
+        if all(_matches(r.axes.get(k), spec, resolved[k]) for k, spec in where.items())
+    ]
 
 
 def _point_label(key: tuple, keys: list[str], varying: set[str]) -> str:
@@ -182,8 +198,13 @@ def evaluate(f: Finding, records: list[TrialRecord]) -> Verdict:
             if group not in best or v > best[group][1]:
                 best[group] = (lab, v)
         ok = all(_passes(v, f.check) for _, v in best.values())
-        ours = _listing([(f"{_SHORT.get(f.per, f.per)}={g}: best at {lab or 'the one point'}", v)
-                         for g, (lab, v) in best.items()], fmt)
+        ours = _listing(
+            [
+                (f"{_SHORT.get(f.per, f.per)}={g}: best at {lab or 'the one point'}", v)
+                for g, (lab, v) in best.items()
+            ],
+            fmt,
+        )
     else:
         passed = [_passes(v, f.check) for _, v in points]
         ok = all(passed) if f.combine == "all" else any(passed)
@@ -203,7 +224,9 @@ def _listing(items: list[tuple[str, float]], fmt) -> str:
 _MATCH_AXES = ("task", "setting", "depth", "length", "pos_encoding", "width", "heads")
 
 
-def _counterpart(records: list[TrialRecord], keys: list[str], key: tuple, vs: dict, metric: str) -> Cell | None:
+def _counterpart(
+    records: list[TrialRecord], keys: list[str], key: tuple, vs: dict, metric: str
+) -> Cell | None:
     want = {k: v for k, v in zip(keys, key, strict=True) if k in _MATCH_AXES} | vs
     match = [r for r in records if all(r.axes.get(k) == v for k, v in want.items())]
     if not match:

@@ -33,8 +33,12 @@ from cotsweep.report.registry import ReportContext, section
 
 BASELINES = {"lsq": "least squares", "knn3": "3-nearest neighbours", "avg": "averaging"}
 BASELINE_STYLE = {"lsq": ("0.15", "--"), "knn3": ("0.45", ":"), "avg": ("0.6", "-.")}
-FAMILY_TITLES = {"linear": "dense linear", "sparse_linear": "sparse linear", "sinusoid": "sinusoid",
-                 "mixture": "the pretraining mixture"}
+FAMILY_TITLES = {
+    "linear": "dense linear",
+    "sparse_linear": "sparse linear",
+    "sinusoid": "sinusoid",
+    "mixture": "the pretraining mixture",
+}
 SIZE_COLOURS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"]
 Y_TOP = 1.6  # normalised errors above this are no better than guessing 0; the axis stops there
 
@@ -59,7 +63,9 @@ def size_of(r: TrialRecord) -> str:
 
 def _size_key(size: str) -> tuple:
     try:
-        layers, heads, width = (int(p[:-1]) if i < 2 else int(p) for i, p in enumerate(size.split("×")))
+        layers, heads, width = (
+            int(p[:-1]) if i < 2 else int(p) for i, p in enumerate(size.split("×"))
+        )
         return (width, layers, heads)
     except ValueError:
         return (math.inf, size)
@@ -76,7 +82,9 @@ def stack(records: Sequence[TrialRecord], key: str) -> np.ndarray | None:
     if not rows:
         return None
     n = len(rows[0])
-    arr = np.array([[np.nan if v is None else float(v) for v in row] for row in rows if len(row) == n])
+    arr = np.array(
+        [[np.nan if v is None else float(v) for v in row] for row in rows if len(row) == n]
+    )
     return arr if arr.size else None
 
 
@@ -92,7 +100,9 @@ def _fmt(vals: list[float]) -> str:
     return f"{m:.3f}" + (f" [{min(vals):.3f}–{max(vals):.3f}]" if len(vals) > 1 else "")
 
 
-@section("functions", title="In-context learning of function-class mixtures (STUDIES.md §3)", order=30)
+@section(
+    "functions", title="In-context learning of function-class mixtures (STUDIES.md §3)", order=30
+)
 def functions_study(records: list[TrialRecord], ctx: ReportContext) -> Section:
     sec = Section("")
     done = [r for r in records if r.done]
@@ -120,18 +130,44 @@ def functions_study(records: list[TrialRecord], ctx: ReportContext) -> Section:
 
     p = _curves_figure(by_mix, sizes, colours, ctx.figure_path("functions_error_vs_examples"))
     if p is not None:
-        sec.figure(p, "Normalised squared error against the number of in-context examples, one row per pretraining "
-                      "mixture, one column per function family; coloured: model sizes; grey: baselines.")
-    p = _sweep_figure(by_mix, sizes, colours, "combo", "combo_a", ctx.figure_path("functions_error_vs_a"),
-                      xlabel="a in a·linear + (1−a)·sinusoid", title="error against the combination weight a")
+        sec.figure(
+            p,
+            "Normalised squared error against the number of in-context examples, one row per pretraining "
+            "mixture, one column per function family; coloured: model sizes; grey: baselines.",
+        )
+    p = _sweep_figure(
+        by_mix,
+        sizes,
+        colours,
+        "combo",
+        "combo_a",
+        ctx.figure_path("functions_error_vs_a"),
+        xlabel="a in a·linear + (1−a)·sinusoid",
+        title="error against the combination weight a",
+    )
     if p is not None:
-        sec.figure(p, "Normalised error at the last point against a (a = 1: linear, a = 0: sinusoid), one panel per "
-                      "pretraining mixture, beside the baselines.")
-    p = _sweep_figure(by_mix, sizes, colours, "freq", "freq", ctx.figure_path("functions_error_vs_frequency"),
-                      xlabel="sinusoid frequency", title="error against the sinusoid's frequency", log_x=True)
+        sec.figure(
+            p,
+            "Normalised error at the last point against a (a = 1: linear, a = 0: sinusoid), one panel per "
+            "pretraining mixture, beside the baselines.",
+        )
+    p = _sweep_figure(
+        by_mix,
+        sizes,
+        colours,
+        "freq",
+        "freq",
+        ctx.figure_path("functions_error_vs_frequency"),
+        xlabel="sinusoid frequency",
+        title="error against the sinusoid's frequency",
+        log_x=True,
+    )
     if p is not None:
-        sec.figure(p, "Normalised error at the last point against the sinusoid's frequency, one panel per pretraining "
-                      "mixture; shaded: the training range of frequencies.")
+        sec.figure(
+            p,
+            "Normalised error at the last point against the sinusoid's frequency, one panel per pretraining "
+            "mixture; shaded: the training range of frequencies.",
+        )
 
     rows = []
     for m in mixtures:
@@ -143,17 +179,51 @@ def functions_study(records: list[TrialRecord], ctx: ReportContext) -> Section:
             for fam in ("mixture", "linear", "sparse_linear", "sinusoid"):
                 row.append(_fmt(scalar(group, f"{fam}/model")))
             rows.append(row)
-        rows.append([f"`{m}`", "least squares", "", *[_fmt(scalar(by_mix[m], f"{f}/lsq"))
-                                                       for f in ("mixture", "linear", "sparse_linear", "sinusoid")]])
-    sec.table(["mixture", "model", "seeds done", "mixture (= mse)", "linear", "sparse linear", "sinusoid"], rows,
-              caption="Normalised error at the last point (k−1 examples seen), mean [min–max] over seeds.")
+        rows.append(
+            [
+                f"`{m}`",
+                "least squares",
+                "",
+                *[
+                    _fmt(scalar(by_mix[m], f"{f}/lsq"))
+                    for f in ("mixture", "linear", "sparse_linear", "sinusoid")
+                ],
+            ]
+        )
+    sec.table(
+        [
+            "mixture",
+            "model",
+            "seeds done",
+            "mixture (= mse)",
+            "linear",
+            "sparse linear",
+            "sinusoid",
+        ],
+        rows,
+        caption="Normalised error at the last point (k−1 examples seen), mean [min–max] over seeds.",
+    )
 
-    _sweep_table(sec, by_mix, sizes, "combo", "combo_a", "a",
-                 "Normalised error at the last point on a·linear + (1−a)·sinusoid; the best baseline is the lowest of "
-                 "least squares, 3-NN and averaging. Intermediate/ends: mean error over 0 < a < 1 divided by the "
-                 "mean at a ∈ {0, 1} (above 1: the combinations are harder than the pure families).")
-    _sweep_table(sec, by_mix, sizes, "freq", "freq", "freq",
-                 "Normalised error at the last point on sinusoids of one frequency; † outside the training range.")
+    _sweep_table(
+        sec,
+        by_mix,
+        sizes,
+        "combo",
+        "combo_a",
+        "a",
+        "Normalised error at the last point on a·linear + (1−a)·sinusoid; the best baseline is the lowest of "
+        "least squares, 3-NN and averaging. Intermediate/ends: mean error over 0 < a < 1 divided by the "
+        "mean at a ∈ {0, 1} (above 1: the combinations are harder than the pure families).",
+    )
+    _sweep_table(
+        sec,
+        by_mix,
+        sizes,
+        "freq",
+        "freq",
+        "freq",
+        "Normalised error at the last point on sinusoids of one frequency; † outside the training range.",
+    )
     return sec
 
 
@@ -162,7 +232,9 @@ def _band(ax, x, arr: np.ndarray, colour: str, label: str) -> None:
     mean = np.nanmean(arr, axis=0)
     ax.plot(x, mean, color=colour, marker="o", markersize=3, label=label)
     if arr.shape[0] > 1:
-        ax.fill_between(x, np.nanmin(arr, axis=0), np.nanmax(arr, axis=0), color=colour, alpha=0.18, linewidth=0)
+        ax.fill_between(
+            x, np.nanmin(arr, axis=0), np.nanmax(arr, axis=0), color=colour, alpha=0.18, linewidth=0
+        )
 
 
 def _baselines(ax, x, records: Sequence[TrialRecord], key: str) -> None:
@@ -173,8 +245,14 @@ def _baselines(ax, x, records: Sequence[TrialRecord], key: str) -> None:
 
 
 def _legend(fig, sizes: Sequence[str], colours: dict, extra: list | None = None) -> None:
-    handles = [Line2D([], [], color=colours[s], marker="o", markersize=3, label=f"model {s}") for s in sizes]
-    handles += [Line2D([], [], color=c, linestyle=ls, label=BASELINES[b]) for b, (c, ls) in BASELINE_STYLE.items()]
+    handles = [
+        Line2D([], [], color=colours[s], marker="o", markersize=3, label=f"model {s}")
+        for s in sizes
+    ]
+    handles += [
+        Line2D([], [], color=c, linestyle=ls, label=BASELINES[b])
+        for b, (c, ls) in BASELINE_STYLE.items()
+    ]
     handles.append(Patch(color="0.5", alpha=0.3, label="min–max over seeds"))
     fig.legend(handles=handles + (extra or []), loc="outside right upper", frameon=False)
 
@@ -206,8 +284,18 @@ def _curves_figure(by_mix: dict, sizes: list[str], colours: dict, path: Path) ->
         return save(fig, path)
 
 
-def _sweep_figure(by_mix: dict, sizes: list[str], colours: dict, prefix: str, xkey: str, path: Path, *,
-                  xlabel: str, title: str, log_x: bool = False) -> Path | None:
+def _sweep_figure(
+    by_mix: dict,
+    sizes: list[str],
+    colours: dict,
+    prefix: str,
+    xkey: str,
+    path: Path,
+    *,
+    xlabel: str,
+    title: str,
+    log_x: bool = False,
+) -> Path | None:
     if not any(stack(rs, f"{prefix}/model") is not None for rs in by_mix.values()):
         return None
     with paper_style():
@@ -248,7 +336,9 @@ def _sweep_figure(by_mix: dict, sizes: list[str], colours: dict, prefix: str, xk
         return save(fig, path)
 
 
-def _sweep_table(sec: Section, by_mix: dict, sizes: list[str], prefix: str, xkey: str, label: str, caption: str) -> None:
+def _sweep_table(
+    sec: Section, by_mix: dict, sizes: list[str], prefix: str, xkey: str, label: str, caption: str
+) -> None:
     rows, header = [], None
     for m, recs in by_mix.items():
         xs = stack(recs, xkey)
@@ -259,10 +349,14 @@ def _sweep_table(sec: Section, by_mix: dict, sizes: list[str], prefix: str, xkey
 
         def col(v: float, lo: list[float] = lo, hi: list[float] = hi) -> str:
             out = f"{label}={v:g}"
-            return out + (" †" if prefix == "freq" and lo and hi and not min(lo) <= v <= max(hi) else "")
+            return out + (
+                " †" if prefix == "freq" and lo and hi and not min(lo) <= v <= max(hi) else ""
+            )
 
         if header is None:
-            header = ["mixture", "predictor", *[col(v) for v in x]] + (["intermediate/ends"] if prefix == "combo" else [])
+            header = ["mixture", "predictor", *[col(v) for v in x]] + (
+                ["intermediate/ends"] if prefix == "combo" else []
+            )
         series = []
         for s in sizes:
             arr = stack([r for r in recs if size_of(r) == s], f"{prefix}/model")
@@ -277,7 +371,11 @@ def _sweep_table(sec: Section, by_mix: dict, sizes: list[str], prefix: str, xkey
             if prefix == "combo":
                 ends = [v for a, v in zip(x, vals, strict=True) if a in (0.0, 1.0)]
                 mid = [v for a, v in zip(x, vals, strict=True) if 0.0 < a < 1.0]
-                row.append(f"{np.mean(mid) / np.mean(ends):.2f}" if ends and mid and np.mean(ends) > 0 else "—")
+                row.append(
+                    f"{np.mean(mid) / np.mean(ends):.2f}"
+                    if ends and mid and np.mean(ends) > 0
+                    else "—"
+                )
             rows.append(row)
     if rows and header:
         sec.table(header, rows, caption=caption)

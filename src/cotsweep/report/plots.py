@@ -54,7 +54,11 @@ STYLE = {
 
 SETTING_COLOURS = {"base": "#0072B2", "cot": "#D55E00", "hint": "#009E73"}
 _EXTRA_COLOURS = ["#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000", "#999999"]
-SETTING_LABELS = {"base": "base (answer only)", "cot": "cot (chain of thought)", "hint": "hint (chain as labels)"}
+SETTING_LABELS = {
+    "base": "base (answer only)",
+    "cot": "cot (chain of thought)",
+    "hint": "hint (chain as labels)",
+}
 AXIS_LABELS = {
     "depth": "depth (layers)",
     "length": "input length n (items)",
@@ -74,10 +78,20 @@ def paper_style() -> Iterator[None]:
         yield
 
 
-def new_figure(nrows: int, ncols: int, *, panel_w: float = 3.3, panel_h: float = 2.9, extra_w: float = 1.8,
-               extra_h: float = 0.7, sharex: bool | str = False):
+def new_figure(
+    nrows: int,
+    ncols: int,
+    *,
+    panel_w: float = 3.3,
+    panel_h: float = 2.9,
+    extra_w: float = 1.8,
+    extra_h: float = 0.7,
+    sharex: bool | str = False,
+):
     """A constrained-layout figure and its (nrows, ncols) axes; call inside :func:`paper_style`."""
-    fig = Figure(figsize=(panel_w * ncols + extra_w, panel_h * nrows + extra_h), layout="constrained")
+    fig = Figure(
+        figsize=(panel_w * ncols + extra_w, panel_h * nrows + extra_h), layout="constrained"
+    )
     axes = fig.subplots(nrows, ncols, squeeze=False, sharex=sharex)
     return fig, axes
 
@@ -116,7 +130,9 @@ def axis_label(axis: str) -> str:
 
 
 def _numeric(values: Sequence) -> bool:
-    return bool(values) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    return bool(values) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+    )
 
 
 def _log2_axis(values: Sequence) -> bool:
@@ -199,7 +215,9 @@ def accuracy_against(
         nrows, ncols = _panels(len(panels))
         # a legend beside one or two panels, below three or more (where width is to spare)
         beside = ncols <= 2
-        fig, axes = new_figure(nrows, ncols, extra_w=2.6 if beside else 0.4, extra_h=0.5 if beside else 1.0)
+        fig, axes = new_figure(
+            nrows, ncols, extra_w=2.6 if beside else 0.4, extra_h=0.5 if beside else 1.0
+        )
         any_gap = False
         chance_drawn = False
         for i, pv in enumerate(panels):
@@ -218,8 +236,17 @@ def accuracy_against(
                 gaps = [p for p, c in zip(pos, cs, strict=True) if c is not None and c.is_gap]
                 if gaps:
                     any_gap = True
-                    ax.plot(gaps, [-0.045] * len(gaps), linestyle="none", marker="X", markersize=7,
-                            color=col, markeredgecolor="white", markeredgewidth=0.6, clip_on=False)
+                    ax.plot(
+                        gaps,
+                        [-0.045] * len(gaps),
+                        linestyle="none",
+                        marker="X",
+                        markersize=7,
+                        color=col,
+                        markeredgecolor="white",
+                        markeredgewidth=0.6,
+                        clip_on=False,
+                    )
             ch = chance_level([r for r in records if panel_match(r, panel, pv)]) if chance else None
             if ch is not None:
                 ax.axhline(ch, color="0.35", linestyle="--", linewidth=1.1, zorder=1)
@@ -230,17 +257,36 @@ def accuracy_against(
                 ax.set_ylabel(ylabel)
         for j in range(len(panels), nrows * ncols):
             axes[j // ncols][j % ncols].set_visible(False)
-        handles = [Line2D([], [], color=colours[lv], marker="o", label=value_label(line, lv)) for lv in lines]
+        handles = [
+            Line2D([], [], color=colours[lv], marker="o", label=value_label(line, lv))
+            for lv in lines
+        ]
         handles.append(Patch(color="0.5", alpha=0.3, label="min–max over seeds"))
         if chance_drawn:
-            handles.append(Line2D([], [], color="0.35", linestyle="--", linewidth=1.1, label="chance"))
+            handles.append(
+                Line2D([], [], color="0.35", linestyle="--", linewidth=1.1, label="chance")
+            )
         if any_gap:
-            handles.append(Line2D([], [], color="0.3", marker="X", linestyle="none", markersize=7,
-                                  label="no result (failed / missing)"))
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    color="0.3",
+                    marker="X",
+                    linestyle="none",
+                    markersize=7,
+                    label="no result (failed / missing)",
+                )
+            )
         if beside:
             fig.legend(handles=handles, loc="outside right center", frameon=False)
         else:
-            fig.legend(handles=handles, loc="outside lower center", ncols=min(4, len(handles)), frameon=False)
+            fig.legend(
+                handles=handles,
+                loc="outside lower center",
+                ncols=min(4, len(handles)),
+                frameon=False,
+            )
         fig.suptitle(title)
         return save(fig, path)
 
@@ -249,7 +295,9 @@ def panel_match(r: TrialRecord, panel: str, value: object) -> bool:
     return value is None or r.axes.get(panel) == value
 
 
-def smallest_solving(grid: dict[tuple, Cell], rows: Sequence, col: object, threshold: float) -> object | None:
+def smallest_solving(
+    grid: dict[tuple, Cell], rows: Sequence, col: object, threshold: float
+) -> object | None:
     """The smallest row value (depth) whose cell in column ``col`` reaches ``threshold``."""
     for rv in rows:
         c = grid.get((rv, col))
@@ -280,7 +328,11 @@ def heatmap(
     with paper_style():
         nrows, ncols = _panels(len(panels), max_cols=3)
         fig, axes = new_figure(
-            nrows, ncols, panel_w=max(2.6, 0.75 * len(cols) + 1.0), panel_h=max(2.4, 0.5 * len(rows) + 1.2), extra_w=1.2
+            nrows,
+            ncols,
+            panel_w=max(2.6, 0.75 * len(cols) + 1.0),
+            panel_h=max(2.4, 0.5 * len(rows) + 1.2),
+            extra_w=1.2,
         )
         im = None
         for i, pv in enumerate(panels):
@@ -294,22 +346,57 @@ def heatmap(
                     c = grid.get((rv, cv))
                     if c is not None and not c.is_gap:
                         data[a, b] = c.mean
-            im = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=0, vmax=1, origin="lower", aspect="auto")
+            im = ax.imshow(
+                np.ma.masked_invalid(data), cmap=cmap, vmin=0, vmax=1, origin="lower", aspect="auto"
+            )
             for a, rv in enumerate(rows):
                 for b, cv in enumerate(cols):
                     c = grid.get((rv, cv))
                     if c is None or c.is_gap:
-                        ax.add_patch(Rectangle((b - 0.5, a - 0.5), 1, 1, facecolor="#eeeeee", edgecolor=GAP_COLOUR,
-                                               hatch="///", linewidth=0))
-                        ax.text(b, a, c.gap if c is not None else "—", ha="center", va="center", fontsize=8, color="0.3")
+                        ax.add_patch(
+                            Rectangle(
+                                (b - 0.5, a - 0.5),
+                                1,
+                                1,
+                                facecolor="#eeeeee",
+                                edgecolor=GAP_COLOUR,
+                                hatch="///",
+                                linewidth=0,
+                            )
+                        )
+                        ax.text(
+                            b,
+                            a,
+                            c.gap if c is not None else "—",
+                            ha="center",
+                            va="center",
+                            fontsize=8,
+                            color="0.3",
+                        )
                     else:
-                        ax.text(b, a, f"{c.mean:.2f}", ha="center", va="center", fontsize=9,
-                                color="black" if c.mean > 0.55 else "white")
+                        ax.text(
+                            b,
+                            a,
+                            f"{c.mean:.2f}",
+                            ha="center",
+                            va="center",
+                            fontsize=9,
+                            color="black" if c.mean > 0.55 else "white",
+                        )
             for b, cv in enumerate(cols):
                 best = smallest_solving(grid, rows, cv, threshold)
                 if best is not None:
                     a = rows.index(best)
-                    ax.add_patch(Rectangle((b - 0.46, a - 0.46), 0.92, 0.92, fill=False, edgecolor=SOLVED_EDGE, linewidth=2.4))
+                    ax.add_patch(
+                        Rectangle(
+                            (b - 0.46, a - 0.46),
+                            0.92,
+                            0.92,
+                            fill=False,
+                            edgecolor=SOLVED_EDGE,
+                            linewidth=2.4,
+                        )
+                    )
             ax.set_xticks(range(len(cols)), [str(v) for v in cols])
             ax.set_yticks(range(len(rows)), [str(v) for v in rows])
             ax.set_xlim(-0.5, len(cols) - 0.5)
@@ -324,11 +411,23 @@ def heatmap(
             axes[j // ncols][j % ncols].set_visible(False)
         if im is not None:
             what = "accuracy" if metric == "acc" else metric
-            fig.colorbar(im, ax=axes.ravel().tolist(), label=f"{what} (mean over seeds)", shrink=0.85)
-        fig.legend(handles=[Patch(facecolor="none", edgecolor=SOLVED_EDGE, linewidth=2.2,
-                                  label=f"smallest {_SHORT.get(row, row)} with {metric} ≥ {threshold:g}"),
-                            Patch(facecolor="#eeeeee", edgecolor=GAP_COLOUR, hatch="///", label="no result")],
-                   loc="outside lower center", ncols=2, frameon=False)
+            fig.colorbar(
+                im, ax=axes.ravel().tolist(), label=f"{what} (mean over seeds)", shrink=0.85
+            )
+        fig.legend(
+            handles=[
+                Patch(
+                    facecolor="none",
+                    edgecolor=SOLVED_EDGE,
+                    linewidth=2.2,
+                    label=f"smallest {_SHORT.get(row, row)} with {metric} ≥ {threshold:g}",
+                ),
+                Patch(facecolor="#eeeeee", edgecolor=GAP_COLOUR, hatch="///", label="no result"),
+            ],
+            loc="outside lower center",
+            ncols=2,
+            frameon=False,
+        )
         fig.suptitle(title)
         return save(fig, path)
 
@@ -338,7 +437,9 @@ def _spans_decade(records: Sequence[TrialRecord], key: str) -> bool:
     return bool(vals) and max(vals) / min(vals) >= 10
 
 
-def _mean_curve(runs: list[tuple[list[int], list[float]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _mean_curve(
+    runs: list[tuple[list[int], list[float]]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Mean, min and max over seeds at every step any seed logged (each step over the seeds that have it)."""
     steps = sorted({s for st, _ in runs for s in st})
     table = [dict(zip(st, vs, strict=True)) for st, vs in runs]
@@ -374,7 +475,9 @@ def training_curves(
     cvals = grid_values(records, colour)
     colours = colours_for(colour, cvals)
     with paper_style():
-        fig, axes = new_figure(len(rows), len(panels), panel_w=3.4, panel_h=2.5, extra_w=2.2, sharex=True)
+        fig, axes = new_figure(
+            len(rows), len(panels), panel_w=3.4, panel_h=2.5, extra_w=2.2, sharex=True
+        )
         unfinished_drawn = chance_drawn = False
         # log y only where the values span a decade: a loss from 2.1 to 1.9 reads better on a linear axis
         logs = {key: logy and _spans_decade(records, key) for key, _, logy in rows}
@@ -382,7 +485,9 @@ def training_curves(
             for i, (key, label, _) in enumerate(rows):
                 ax = axes[i][j]
                 for cv in cvals:
-                    group = [r for r in records if panel_match(r, panel, pv) and r.axes.get(colour) == cv]
+                    group = [
+                        r for r in records if panel_match(r, panel, pv) and r.axes.get(colour) == cv
+                    ]
                     done = [r.series(key) for r in group if r.state == DONE]
                     done = [d for d in done if d[0]]
                     if done:
@@ -394,7 +499,14 @@ def training_curves(
                         if r.state != DONE:
                             st, vs = r.series(key)
                             if st:
-                                ax.plot(st, vs, color=colours[cv], linestyle="-.", linewidth=1.1, alpha=0.85)
+                                ax.plot(
+                                    st,
+                                    vs,
+                                    color=colours[cv],
+                                    linestyle="-.",
+                                    linewidth=1.1,
+                                    alpha=0.85,
+                                )
                                 unfinished_drawn = True
                 if logs[key] and ax.has_data():
                     ax.set_yscale("log")
@@ -416,11 +528,31 @@ def training_curves(
         handles = [Line2D([], [], color=colours[cv], label=value_label(colour, cv)) for cv in cvals]
         handles.append(Patch(color="0.5", alpha=0.3, label="min–max over seeds"))
         if chance_drawn:
-            handles.append(Line2D([], [], color="0.35", linestyle="--", linewidth=1, label="chance"))
+            handles.append(
+                Line2D([], [], color="0.35", linestyle="--", linewidth=1, label="chance")
+            )
         if threshold is not None:
-            handles.append(Line2D([], [], color="0.5", linestyle=":", linewidth=1, label=f"solved (acc ≥ {threshold:g})"))
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    color="0.5",
+                    linestyle=":",
+                    linewidth=1,
+                    label=f"solved (acc ≥ {threshold:g})",
+                )
+            )
         if unfinished_drawn:
-            handles.append(Line2D([], [], color="0.3", linestyle="-.", linewidth=1.1, label="failed / unfinished trial"))
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    color="0.3",
+                    linestyle="-.",
+                    linewidth=1.1,
+                    label="failed / unfinished trial",
+                )
+            )
         fig.legend(handles=handles, loc="outside right center", frameon=False)
         fig.suptitle(title)
         return save(fig, path)

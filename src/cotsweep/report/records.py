@@ -81,7 +81,9 @@ class TrialRecord:
             if not isinstance(node, dict) or part not in node:
                 return None
             node = node[part]
-        return float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else None
+        return (
+            float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else None
+        )
 
     def series(self, key: str) -> tuple[list[int], list[float]]:
         """(steps, values) of one metric in metrics.jsonl, in step order."""
@@ -150,7 +152,14 @@ def _record(tid: str, tdir: Path | None, row: dict | None) -> TrialRecord:
         state = UNFINISHED
     axes = _axes(config, result, row)
     return TrialRecord(
-        id=tid, state=state, axes=axes, config=config, result=result, metrics=metrics, error=error, dir=tdir
+        id=tid,
+        state=state,
+        axes=axes,
+        config=config,
+        result=result,
+        metrics=metrics,
+        error=error,
+        dir=tdir,
     )
 
 
@@ -262,7 +271,11 @@ def _add_varying_axes(records: list[TrialRecord]) -> None:
 
 def _sort_key(axes: dict, tid: str) -> tuple:
     def part(v: Any) -> tuple:
-        return (0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v))
+        return (
+            (0, v, "")
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+            else (1, 0, str(v))
+        )
 
     return tuple(part(axes.get(k, "")) for k in ("task", "setting", "length", "depth", "seed")) + (
         tuple(sorted((k, str(v)) for k, v in axes.items() if k not in STANDARD_AXES)),

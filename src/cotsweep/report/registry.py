@@ -74,7 +74,11 @@ def section(*tasks: str, title: str, order: int = 100) -> Callable[[SectionFn], 
 
     def wrap(fn: SectionFn) -> SectionFn:
         # a module imported twice (tests, reloads) replaces its own entry instead of clashing
-        SECTIONS[:] = [e for e in SECTIONS if (e.fn.__module__, e.fn.__qualname__) != (fn.__module__, fn.__qualname__)]
+        SECTIONS[:] = [
+            e
+            for e in SECTIONS
+            if (e.fn.__module__, e.fn.__qualname__) != (fn.__module__, fn.__qualname__)
+        ]
         taken = {t for e in SECTIONS for t in e.tasks} & set(tasks)
         if taken:
             raise ValueError(f"tasks {sorted(taken)} already have a report section")

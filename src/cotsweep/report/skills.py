@@ -36,8 +36,19 @@ from cotsweep.report.registry import ReportContext, section
 RULE_OF_THUMB = 10.0  # STUDIES.md §4: 10x scale about doubles the number of skills combined
 K_COLOURS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#999999"]
 # config keys of the simulation besides scale and seed; trials that differ in one are drawn apart
-MODEL_KEYS = ("length", "skills", "texts", "degree", "E", "A", "alpha", "fail_loss", "weakness_shape", "tuples",
-              "competence_level")
+MODEL_KEYS = (
+    "length",
+    "skills",
+    "texts",
+    "degree",
+    "E",
+    "A",
+    "alpha",
+    "fail_loss",
+    "weakness_shape",
+    "tuples",
+    "competence_level",
+)
 
 
 def _task_cfg(r: TrialRecord) -> dict:
@@ -52,15 +63,23 @@ def scale_of(r: TrialRecord) -> float | None:
 
 def figure(r: TrialRecord, key: str) -> float | None:
     v = (r.result or {}).get(key) if r.done else None
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+    return (
+        float(v)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        else None
+    )
 
 
 def max_k(records: Sequence[TrialRecord]) -> int:
-    ks = [int(r.result["max_k"]) for r in records if r.done and isinstance(r.result.get("max_k"), int)]
+    ks = [
+        int(r.result["max_k"]) for r in records if r.done and isinstance(r.result.get("max_k"), int)
+    ]
     return max(ks, default=0)
 
 
-def series(records: Sequence[TrialRecord], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def series(
+    records: Sequence[TrialRecord], key: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(scales, mean, min, max) of ``result[key]`` over seeds, per scale, scales ascending."""
     by_scale: dict[float, list[float]] = {}
     for r in records:
@@ -69,7 +88,12 @@ def series(records: Sequence[TrialRecord], key: str) -> tuple[np.ndarray, np.nda
             by_scale.setdefault(n, []).append(v)
     ns = np.array(sorted(by_scale))
     vals = [by_scale[n] for n in ns]
-    return ns, np.array([np.mean(v) for v in vals]), np.array([min(v) for v in vals]), np.array([max(v) for v in vals])
+    return (
+        ns,
+        np.array([np.mean(v) for v in vals]),
+        np.array([min(v) for v in vals]),
+        np.array([max(v) for v in vals]),
+    )
 
 
 def crossing_scale(ns: np.ndarray, comp: np.ndarray, level: float) -> float | None:
@@ -77,9 +101,13 @@ def crossing_scale(ns: np.ndarray, comp: np.ndarray, level: float) -> float | No
     for i in range(len(ns)):
         if comp[i] >= level:
             if i == 0:
-                return None if comp[0] > level else float(ns[0])  # already above at the smallest scale: not placed
+                return (
+                    None if comp[0] > level else float(ns[0])
+                )  # already above at the smallest scale: not placed
             t = (level - comp[i - 1]) / (comp[i] - comp[i - 1])
-            return float(10 ** (math.log10(ns[i - 1]) + t * (math.log10(ns[i]) - math.log10(ns[i - 1]))))
+            return float(
+                10 ** (math.log10(ns[i - 1]) + t * (math.log10(ns[i]) - math.log10(ns[i - 1])))
+            )
     return None
 
 
@@ -109,11 +137,13 @@ def skills_study(records: list[TrialRecord], ctx: ReportContext) -> Section:
     sec.text(
         f"{len(records)} simulations ({len(done)} done) at {len(scales)} scales "
         f"({scales[0]:.3g} … {scales[-1]:.3g} parameters) × {len(seeds)} seed{'s' if len(seeds) != 1 else ''}"
-        + (f", in {len(groups)} simulation settings" if len(groups) > 1 else "") + ". "
+        + (f", in {len(groups)} simulation settings" if len(groups) > 1 else "")
+        + ". "
         "Competence on a k-tuple is the success rate on a text piece that needs exactly those k skills; "
         "test loss follows L(N) = E + A/N^α and sets the fraction of text pieces the model fails "
         "(`src/cotsweep/tasks/skills.py` documents the model, *(ours)* where the paper's choice is not known)."
-        if scales else f"{len(records)} simulations, none with a scale yet."
+        if scales
+        else f"{len(records)} simulations, none with a scale yet."
     )
     if not done:
         sec.text("No simulation has finished yet: nothing to draw.")
@@ -121,16 +151,30 @@ def skills_study(records: list[TrialRecord], ctx: ReportContext) -> Section:
     rows = []
     for gi, (key, recs) in enumerate(groups.items()):
         params = dict(key)
-        name = "" if len(groups) == 1 else " — " + ", ".join(f"{k}={v}" for k, v in key
-                                                            if len({dict(g).get(k) for g in groups}) > 1)
+        name = (
+            ""
+            if len(groups) == 1
+            else " — "
+            + ", ".join(f"{k}={v}" for k, v in key if len({dict(g).get(k) for g in groups}) > 1)
+        )
         K = max_k(recs)
         if K == 0:
             continue
-        level = next((figure(r, "competence_level") for r in recs if figure(r, "competence_level") is not None), 0.8)
+        level = next(
+            (
+                figure(r, "competence_level")
+                for r in recs
+                if figure(r, "competence_level") is not None
+            ),
+            0.8,
+        )
         p = _figure(recs, K, level, ctx.figure_path(f"skills_competence_vs_scale_{gi}"), name)
-        sec.figure(p, f"Competence against model scale, one line per k (mean over seeds, min–max band){name}: left, "
-                      f"mean competence on k-tuples (dotted: the level {level:g}); middle, the fraction of k-tuples "
-                      f"with competence ≥ {level:g}; right, k* — the k at which competence falls to {level:g}.")
+        sec.figure(
+            p,
+            f"Competence against model scale, one line per k (mean over seeds, min–max band){name}: left, "
+            f"mean competence on k-tuples (dotted: the level {level:g}); middle, the fraction of k-tuples "
+            f"with competence ≥ {level:g}; right, k* — the k at which competence falls to {level:g}.",
+        )
         ns, kstar, _, _ = series(recs, "k_star")
         b, factor_k = doubling_from_k_star(ns, kstar)
         cross = {}
@@ -145,10 +189,18 @@ def skills_study(records: list[TrialRecord], ctx: ReportContext) -> Section:
             elif lo in cross and hi in cross:
                 direct.append(f"N({hi})/N({lo}): not inside the grid")
         alpha = params.get("alpha")
-        closed = f"{2 ** (1 / alpha):.1f}×" if isinstance(alpha, (int, float)) and alpha > 0 else "—"
-        rows.append([name.removeprefix(" — ") or "all",
-                     f"{factor_k:.1f}× (slope {b:.3f})" if factor_k else "—",
-                     "; ".join(direct) or "—", closed, f"{RULE_OF_THUMB:g}×"])
+        closed = (
+            f"{2 ** (1 / alpha):.1f}×" if isinstance(alpha, (int, float)) and alpha > 0 else "—"
+        )
+        rows.append(
+            [
+                name.removeprefix(" — ") or "all",
+                f"{factor_k:.1f}× (slope {b:.3f})" if factor_k else "—",
+                "; ".join(direct) or "—",
+                closed,
+                f"{RULE_OF_THUMB:g}×",
+            ]
+        )
         table = []
         for i, n in enumerate(ns):
             row: list[object] = [f"{n:.3g}"]
@@ -160,12 +212,29 @@ def skills_study(records: list[TrialRecord], ctx: ReportContext) -> Section:
                 row.append(f"{m[0]:.3f}" if len(m) else "—")
             row.append(f"{kstar[i]:.2f}")
             table.append(row)
-        sec.table(["scale N", "loss L(N)", "failed pieces θ", *[f"competence k={k}" for k in range(1, K + 1)], "k*"],
-                  table, caption=f"Means over seeds{name}.")
-    sec.table(["setting", "from k* (fit over scales)", "direct, competence level reached", "closed form 2^(1/α)",
-               "rule of thumb (STUDIES.md §4)"], rows,
-              caption="The scale factor needed to double the number of skills combined, beside the rule of thumb "
-                      "that 10× scale about doubles k.")
+        sec.table(
+            [
+                "scale N",
+                "loss L(N)",
+                "failed pieces θ",
+                *[f"competence k={k}" for k in range(1, K + 1)],
+                "k*",
+            ],
+            table,
+            caption=f"Means over seeds{name}.",
+        )
+    sec.table(
+        [
+            "setting",
+            "from k* (fit over scales)",
+            "direct, competence level reached",
+            "closed form 2^(1/α)",
+            "rule of thumb (STUDIES.md §4)",
+        ],
+        rows,
+        caption="The scale factor needed to double the number of skills combined, beside the rule of thumb "
+        "that 10× scale about doubles k.",
+    )
     return sec
 
 
@@ -173,8 +242,12 @@ def _figure(recs: list[TrialRecord], K: int, level: float, path: Path, name: str
     colours = {k: K_COLOURS[(k - 1) % len(K_COLOURS)] for k in range(1, K + 1)}
     with paper_style():
         fig, axes = new_figure(1, 3, panel_w=3.4)
-        for j, (prefix, ylabel) in enumerate((("competence_k", "mean competence on k-tuples"),
-                                              ("competent_frac_k", f"fraction of k-tuples ≥ {level:g}"))):
+        for j, (prefix, ylabel) in enumerate(
+            (
+                ("competence_k", "mean competence on k-tuples"),
+                ("competent_frac_k", f"fraction of k-tuples ≥ {level:g}"),
+            )
+        ):
             ax = axes[0][j]
             for k in range(1, K + 1):
                 ns, m, lo, hi = series(recs, f"{prefix}{k}")
@@ -196,7 +269,10 @@ def _figure(recs: list[TrialRecord], K: int, level: float, path: Path, name: str
         ax.set_xscale("log")
         ax.set_xlabel("model scale N (parameters)")
         ax.set_ylabel(f"k* (competence {level:g})")
-        handles = [Line2D([], [], color=colours[k], marker="o", markersize=3.5, label=f"k = {k}") for k in colours]
+        handles = [
+            Line2D([], [], color=colours[k], marker="o", markersize=3.5, label=f"k = {k}")
+            for k in colours
+        ]
         handles.append(Patch(color="0.5", alpha=0.3, label="min–max over seeds"))
         fig.legend(handles=handles, loc="outside right upper", frameon=False)
         fig.suptitle(f"skills: competence on k-tuples against scale{name}")

@@ -25,8 +25,13 @@ def ray_env() -> dict[str, str]:
     return {k: os.environ[k] for k in RAY_ENV_KEYS if k in os.environ}
 
 
-def connect(address: str | None = None, *, num_cpus: float | None = None, num_gpus: float | None = None,
-            dashboard: bool = False) -> bool:
+def connect(
+    address: str | None = None,
+    *,
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    dashboard: bool = False,
+) -> bool:
     """Join the cluster at ``address`` (or RAY_ADDRESS), or start Ray embedded on loopback.
 
     Returns True when this call started Ray (and so should shut it down).
@@ -45,7 +50,9 @@ def connect(address: str | None = None, *, num_cpus: float | None = None, num_gp
         env_vars.pop(k, None)
     worker_env = {"env_vars": env_vars}
     if address:
-        ray.init(address=address, runtime_env=worker_env, log_to_driver=False, logging_level="WARNING")
+        ray.init(
+            address=address, runtime_env=worker_env, log_to_driver=False, logging_level="WARNING"
+        )
         return True
     # Embedded workers inherit the driver's environment; a runtime_env here would only
     # stop Ray from using its prestarted workers (first tasks 1.6 s instead of 0.3 s).
@@ -63,7 +70,13 @@ def connect(address: str | None = None, *, num_cpus: float | None = None, num_gp
 
 def _passthrough_env() -> dict[str, str]:
     """W&B settings the workers need; never the API key itself (wandb reads its own netrc)."""
-    keep = ("WANDB_MODE", "WANDB_DIR", "WANDB_SILENT", "WANDB_CONSOLE", "CUDA_VISIBLE_DEVICES_POLICY")
+    keep = (
+        "WANDB_MODE",
+        "WANDB_DIR",
+        "WANDB_SILENT",
+        "WANDB_CONSOLE",
+        "CUDA_VISIBLE_DEVICES_POLICY",
+    )
     return {k: os.environ[k] for k in keep if k in os.environ}
 
 

@@ -56,7 +56,9 @@ def default_dir(name_or_path: str) -> Path:
     return Path("runs") / sweep_name(name_or_path)
 
 
-def prepare(name_or_path: str, overrides: list[str], sweep_dir: Path | None = None) -> tuple[Path, list[Trial], Ledger]:
+def prepare(
+    name_or_path: str, overrides: list[str], sweep_dir: Path | None = None
+) -> tuple[Path, list[Trial], Ledger]:
     """Expand and validate the grid, then take the sweep's lock and record new trials.
 
     Everything that can be refused is refused before the ledger is written.
@@ -99,7 +101,11 @@ def gpus_for(cfg: Any, cluster_gpus: float) -> float:
     if g != "auto":
         return float(g)
     entry = TASKS.get(cfg.task.name)
-    if cluster_gpus <= 0 or str(cfg.run.device) == "cpu" or (entry is not None and not entry.cls.trains):
+    if (
+        cluster_gpus <= 0
+        or str(cfg.run.device) == "cpu"
+        or (entry is not None and not entry.cls.trains)
+    ):
         return 0.0
     m = cfg.model
     params = 12 * m.depth * m.width**2  # the transformer blocks dominate
@@ -109,8 +115,16 @@ def gpus_for(cfg: Any, cluster_gpus: float) -> float:
 
 # ---------------------------------------------------------------- the driver loop
 class Driver:
-    def __init__(self, ledger: Ledger, *, address: str | None = None, max_concurrent: int | None = None,
-                 progress: bool = True, num_cpus: float | None = None, on_event: Callable[[str, dict], None] | None = None):
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        address: str | None = None,
+        max_concurrent: int | None = None,
+        progress: bool = True,
+        num_cpus: float | None = None,
+        on_event: Callable[[str, dict], None] | None = None,
+    ):
         self.ledger = ledger
         self.address = address
         self.max_concurrent = max_concurrent
@@ -135,7 +149,9 @@ class Driver:
         # Embedded: a short queue per core keeps Ray busy without flooding it. On a
         # cluster every trial waits in Ray's queue: the autoscaler sizes the cluster
         # from the demand it sees.
-        limit = self.max_concurrent or (len(rows) if (self.address or os.environ.get("RAY_ADDRESS")) else 2 * capacity)
+        limit = self.max_concurrent or (
+            len(rows) if (self.address or os.environ.get("RAY_ADDRESS")) else 2 * capacity
+        )
         queue = list(rows)
         tries: dict[str, int] = {}
         inflight: dict[Any, TrialRow] = {}
@@ -150,8 +166,10 @@ class Driver:
                 if self._interrupts >= 2:
                     for ref in inflight:
                         ray.cancel(ref, force=True)
-                    self.ledger.update([(r.id, {"state": "pending"}) for r in inflight.values()],
-                                       [(r.id, "cancelled", "second Ctrl-C") for r in inflight.values()])
+                    self.ledger.update(
+                        [(r.id, {"state": "pending"}) for r in inflight.values()],
+                        [(r.id, "cancelled", "second Ctrl-C") for r in inflight.values()],
+                    )
                     inflight.clear()
                     break
                 submit = []
@@ -162,7 +180,9 @@ class Driver:
                     ref = self._submit(cfg, row.config, remote_one, remote_group, cluster_gpus)
                     inflight[ref] = row
                     started_at[row.id] = time.time()
-                    submit.append((row.id, {"state": "running", "started": started_at[row.id], "error": None}))
+                    submit.append(
+                        (row.id, {"state": "running", "started": started_at[row.id], "error": None})
+                    )
                 if submit:
                     self.ledger.update(submit, [(tid, "submitted", None) for tid, _ in submit])
                 if self._interrupts and not inflight:
@@ -180,21 +200,48 @@ class Driver:
                     out = _get(ref)
                     status = out["status"]
                     ran += status in ("done", "error", "diverged", "lost")
-                    col: dict[str, Any] = {"attempts": out.get("attempts", 0), "host": out.get("host")}
+                    col: dict[str, Any] = {
+                        "attempts": out.get("attempts", 0),
+                        "host": out.get("host"),
+                    }
                     if status == "done":
                         res = out["result"]
-                        col.update(state="done", ended=time.time(), error=None, error_kind=None, traceback=None,
-                                   step=res.get("steps"), wall_s=res.get("wall_time_s"))
+                        col.update(
+                            state="done",
+                            ended=time.time(),
+                            error=None,
+                            error_kind=None,
+                            traceback=None,
+                            step=res.get("steps"),
+                            wall_s=res.get("wall_time_s"),
+                        )
                     elif status == "interrupted":
                         col.update(state="pending", step=out.get("step"))
                     else:
-                        retry = status in ("error", "lost") and tries[row.id] < _max_attempts(row) and not self._interrupts
-                        col.update(state="pending" if retry else "failed", ended=time.time(), error=out.get("error"),
-                                   error_kind=status, traceback=out.get("traceback"), step=out.get("step"))
+                        retry = (
+                            status in ("error", "lost")
+                            and tries[row.id] < _max_attempts(row)
+                            and not self._interrupts
+                        )
+                        col.update(
+                            state="pending" if retry else "failed",
+                            ended=time.time(),
+                            error=out.get("error"),
+                            error_kind=status,
+                            traceback=out.get("traceback"),
+                            step=out.get("step"),
+                        )
                         if retry:
                             queue.append(row)
                         else:
-                            failures.append({"id": row.id, "error": out.get("error"), "kind": status, "overrides": row.overrides})
+                            failures.append(
+                                {
+                                    "id": row.id,
+                                    "error": out.get("error"),
+                                    "kind": status,
+                                    "overrides": row.overrides,
+                                }
+                            )
                     changes.append((row.id, col))
                     events.append((row.id, status, out.get("error")))
                     bar.advance(status, col["state"])
@@ -213,30 +260,49 @@ class Driver:
             self.stop_file.unlink(missing_ok=True)
             if started_ray:
                 cluster.shutdown()
-        return Outcome(dir=self.ledger.dir, counts=self.ledger.counts(), ran=ran, interrupted=self._interrupts > 0,
-                       failures=failures)
+        return Outcome(
+            dir=self.ledger.dir,
+            counts=self.ledger.counts(),
+            ran=ran,
+            interrupted=self._interrupts > 0,
+            failures=failures,
+        )
 
-    def _submit(self, cfg: Any, cfg_yaml: str, remote_one: Any, remote_group: Any, cluster_gpus: float) -> Any:
+    def _submit(
+        self, cfg: Any, cfg_yaml: str, remote_one: Any, remote_group: Any, cluster_gpus: float
+    ) -> Any:
         r = cfg.resources
         gpus = gpus_for(cfg, cluster_gpus)
         stop = str(self.stop_file)
         if r.workers > 1:
-            return remote_group.options(num_cpus=0, max_retries=r.max_retries).remote(cfg_yaml, stop, r.workers, r.cpus, gpus)
-        return remote_one.options(num_cpus=r.cpus, num_gpus=gpus, max_retries=r.max_retries).remote(cfg_yaml, stop)
+            return remote_group.options(num_cpus=0, max_retries=r.max_retries).remote(
+                cfg_yaml, stop, r.workers, r.cpus, gpus
+            )
+        return remote_one.options(num_cpus=r.cpus, num_gpus=gpus, max_retries=r.max_retries).remote(
+            cfg_yaml, stop
+        )
 
     def _heartbeats(self, rows: Any) -> None:
         changes = []
         for row in rows:
             beat = files.read_json(Path(row_view(row).run.out_dir) / files.HEARTBEAT)
             if beat:
-                changes.append((row.id, {"heartbeat": beat["time"], "step": beat["step"], "host": beat["host"]}))
+                changes.append(
+                    (
+                        row.id,
+                        {"heartbeat": beat["time"], "step": beat["step"], "host": beat["host"]},
+                    )
+                )
         self.ledger.update(changes)
 
     def _on_sigint(self, *_: Any) -> None:
         self._interrupts += 1
         if self._interrupts == 1:
             self.stop_file.touch()  # trials checkpoint at their next step and return
-            print("\nstopping: running trials checkpoint and return to pending (Ctrl-C again to stop at once)", flush=True)
+            print(
+                "\nstopping: running trials checkpoint and return to pending (Ctrl-C again to stop at once)",
+                flush=True,
+            )
 
 
 def _offline_notice(rows: list[TrialRow], sweep_dir: Path) -> None:
@@ -267,8 +333,11 @@ def _get(ref: Any) -> dict:
     try:
         return ray.get(ref)
     except ray.exceptions.RayError as e:
-        return {"status": "lost", "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
-                "traceback": str(e)[-4000:]}
+        return {
+            "status": "lost",
+            "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+            "traceback": str(e)[-4000:],
+        }
 
 
 def _max_attempts(row: TrialRow) -> int:
@@ -325,10 +394,15 @@ class _Bar:
         if not self.enabled:
             return
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
             TextColumn("running {task.fields[running]}  failed {task.fields[failed]}"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=Console(stderr=True), transient=False,
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
         )
         self.progress.start()
         self.task = self.progress.add_task(ledger.dir.name, total=total, running=0, failed=0)
@@ -351,12 +425,18 @@ class _Bar:
 
 
 # ---------------------------------------------------------------- verbs
-def launch(name_or_path: str, overrides: list[str], sweep_dir: Path | None = None, **driver_kw: Any) -> Outcome:
+def launch(
+    name_or_path: str, overrides: list[str], sweep_dir: Path | None = None, **driver_kw: Any
+) -> Outcome:
     sweep_dir, trials, ledger = prepare(name_or_path, overrides, sweep_dir)
     try:
         ledger.requeue_running()
         ids = {t.id for t in trials}
-        rows = [r for r in ledger.trials(("pending", "failed")) if r.id in ids and r.error_kind != "diverged"]
+        rows = [
+            r
+            for r in ledger.trials(("pending", "failed"))
+            if r.id in ids and r.error_kind != "diverged"
+        ]
         out = Driver(ledger, **driver_kw).run(rows)
         out.new = ledger.new_trials  # type: ignore[attr-defined]
         return out
@@ -365,14 +445,19 @@ def launch(name_or_path: str, overrides: list[str], sweep_dir: Path | None = Non
         ledger.close()
 
 
-def resume(sweep_dir: Path, *, failed_only: bool = False, reset_attempts: bool = False, **driver_kw: Any) -> Outcome:
+def resume(
+    sweep_dir: Path, *, failed_only: bool = False, reset_attempts: bool = False, **driver_kw: Any
+) -> Outcome:
     ledger = open_for_resume(Path(sweep_dir))
     try:
         ledger.requeue_running()
         rows = ledger.trials(("failed",) if failed_only else ("pending", "failed"))
         if reset_attempts:
             files.reset_attempts(Path(OmegaConf.create(r.config).run.out_dir) for r in rows)
-            ledger.update([(r.id, {"attempts": 0}) for r in rows], [(r.id, "attempts_reset", None) for r in rows])
+            ledger.update(
+                [(r.id, {"attempts": 0}) for r in rows],
+                [(r.id, "attempts_reset", None) for r in rows],
+            )
         else:
             rows = [r for r in rows if r.error_kind != "diverged"]  # it would diverge again
         return Driver(ledger, **driver_kw).run(rows)
@@ -393,9 +478,16 @@ def status(sweep_dir: Path) -> dict:
                 axes.setdefault(k, {}).setdefault(str(v), dict.fromkeys(counts, 0))[r.state] += 1
         axes = {k: v for k, v in axes.items() if len(v) > 1}  # only what varies is an axis
         failures = [
-            {"id": r.id, "kind": r.error_kind, "error": r.error, "attempts": r.attempts, "overrides": r.overrides,
-             "traceback_tail": (r.traceback or "").strip().splitlines()[-1:] or None}
-            for r in rows if r.state == "failed"
+            {
+                "id": r.id,
+                "kind": r.error_kind,
+                "error": r.error,
+                "attempts": r.attempts,
+                "overrides": r.overrides,
+                "traceback_tail": (r.traceback or "").strip().splitlines()[-1:] or None,
+            }
+            for r in rows
+            if r.state == "failed"
         ]
         walls = [r.wall_s for r in rows if r.state == "done" and r.wall_s]
         remaining = counts["pending"] + counts["running"]

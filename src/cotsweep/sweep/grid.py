@@ -66,7 +66,9 @@ def grid_points(name_or_path: str, overrides: list[str]) -> list[list[str]]:
         raise GridError(_explain(e)) from e
     points = batches[0] if batches else []
     if not points:
-        raise GridError(f"the grid of sweep {name_or_path!r} is empty (an axis has no values): {lines}")
+        raise GridError(
+            f"the grid of sweep {name_or_path!r} is empty (an axis has no values): {lines}"
+        )
     return points
 
 
@@ -117,7 +119,10 @@ def _compose(overrides: list[str], return_hydra_config: bool = False) -> DictCon
 
 
 def _plain(axes: dict) -> dict:
-    return {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v)) for k, v in axes.items()}
+    return {
+        k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
+        for k, v in axes.items()
+    }
 
 
 def _explain(e: BaseException) -> str:

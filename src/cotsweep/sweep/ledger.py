@@ -144,17 +144,27 @@ class Ledger:
                         f"sweep {self.dir} is being run by another driver: host {other_host}, PID {other_pid} "
                         f"(last heartbeat {now - beat:.0f}s ago); stop it first, or wait"
                     )
-                db.execute("INSERT INTO events VALUES (?, NULL, 'lock_taken_over', ?)", (now, f"{other_host}:{other_pid}"))
-            db.execute("INSERT OR REPLACE INTO driver VALUES (1, ?, ?, ?, ?)", (host, pid, now, now))
+                db.execute(
+                    "INSERT INTO events VALUES (?, NULL, 'lock_taken_over', ?)",
+                    (now, f"{other_host}:{other_pid}"),
+                )
+            db.execute(
+                "INSERT OR REPLACE INTO driver VALUES (1, ?, ?, ?, ?)", (host, pid, now, now)
+            )
         self._owner = True
 
     def beat(self) -> None:
         if self._owner:
-            self.db.execute("UPDATE driver SET heartbeat=? WHERE pid=? AND host=?", (time.time(), os.getpid(), socket.gethostname()))
+            self.db.execute(
+                "UPDATE driver SET heartbeat=? WHERE pid=? AND host=?",
+                (time.time(), os.getpid(), socket.gethostname()),
+            )
 
     def release(self) -> None:
         if self._owner:
-            self.db.execute("DELETE FROM driver WHERE pid=? AND host=?", (os.getpid(), socket.gethostname()))
+            self.db.execute(
+                "DELETE FROM driver WHERE pid=? AND host=?", (os.getpid(), socket.gethostname())
+            )
             self._owner = False
 
     def driver(self) -> dict | None:
@@ -169,7 +179,8 @@ class Ledger:
         with self.tx() as db:
             before = db.total_changes
             db.executemany(
-                "INSERT OR IGNORE INTO trials (id, overrides, axes, config, created) VALUES (?, ?, ?, ?, ?)", rows
+                "INSERT OR IGNORE INTO trials (id, overrides, axes, config, created) VALUES (?, ?, ?, ?, ?)",
+                rows,
             )
             return db.total_changes - before
 
@@ -193,14 +204,21 @@ class Ledger:
             c[state] = n
         return c
 
-    def update(self, changes: list[tuple[str, dict]], events: list[tuple[str, str, str]] = ()) -> None:
+    def update(
+        self, changes: list[tuple[str, dict]], events: list[tuple[str, str, str]] = ()
+    ) -> None:
         """Apply many (trial id, {column: value}) updates and events in one transaction."""
         now = time.time()
         with self.tx() as db:
             for tid, cols in changes:
                 keys = list(cols)
-                db.execute(f"UPDATE trials SET {', '.join(f'{k}=?' for k in keys)} WHERE id=?", [cols[k] for k in keys] + [tid])
-            db.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", [(now, t, e, d) for t, e, d in events])
+                db.execute(
+                    f"UPDATE trials SET {', '.join(f'{k}=?' for k in keys)} WHERE id=?",
+                    [cols[k] for k in keys] + [tid],
+                )
+            db.executemany(
+                "INSERT INTO events VALUES (?, ?, ?, ?)", [(now, t, e, d) for t, e, d in events]
+            )
             if self._owner:
                 db.execute("UPDATE driver SET heartbeat=? WHERE pid=?", (now, os.getpid()))
 

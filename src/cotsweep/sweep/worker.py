@@ -29,7 +29,12 @@ TRACEBACK_TAIL = 4000
 
 
 def outcome(status: str, trial_dir: Path, **fields: Any) -> dict:
-    return {"status": status, "attempts": files.count_attempts(trial_dir), "host": socket.gethostname(), **fields}
+    return {
+        "status": status,
+        "attempts": files.count_attempts(trial_dir),
+        "host": socket.gethostname(),
+        **fields,
+    }
 
 
 def execute(cfg_yaml: str, stop_file: str | None, dist: tuple[int, int, str] | None = None) -> dict:
@@ -47,21 +52,34 @@ def execute(cfg_yaml: str, stop_file: str | None, dist: tuple[int, int, str] | N
         files.record_attempt(trial_dir)
     if dist is not None:
         backend = "nccl" if torch.cuda.is_available() and cfg.run.device != "cpu" else "gloo"
-        torch.distributed.init_process_group(backend, init_method=dist[2], rank=rank, world_size=world)
+        torch.distributed.init_process_group(
+            backend, init_method=dist[2], rank=rank, world_size=world
+        )
     tracker = None
     try:
         if rank == 0:
             from cotsweep.sweep.ids import trial_id
 
             tracker = open_tracker(cfg, trial_dir, trial_id(cfg))
-        result = run_trial(cfg, trial_dir, should_stop=StopSignal(stop_file), dist_ctx=DistContext(rank, world), tracker=tracker)
+        result = run_trial(
+            cfg,
+            trial_dir,
+            should_stop=StopSignal(stop_file),
+            dist_ctx=DistContext(rank, world),
+            tracker=tracker,
+        )
         return outcome("done", trial_dir, result=result)
     except Diverged as e:
         return outcome("diverged", trial_dir, error=str(e), step=e.step)
     except TrialInterrupted as e:
         return outcome("interrupted", trial_dir, step=e.step)
     except Exception as e:  # any failure of the trial's own code is recorded, not raised
-        return outcome("error", trial_dir, error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc()[-TRACEBACK_TAIL:])
+        return outcome(
+            "error",
+            trial_dir,
+            error=f"{type(e).__name__}: {e}",
+            traceback=traceback.format_exc()[-TRACEBACK_TAIL:],
+        )
     finally:
         if tracker is not None:
             tracker.finish()
@@ -78,14 +96,18 @@ class RankWorker:
         ip = node_ip()
         return f"tcp://{ip}:{free_port(ip)}"
 
-    def run(self, cfg_yaml: str, stop_file: str | None, rank: int, world: int, init_method: str) -> dict:
+    def run(
+        self, cfg_yaml: str, stop_file: str | None, rank: int, world: int, init_method: str
+    ) -> dict:
         return execute(cfg_yaml, stop_file, (rank, world, init_method))
 
     def pid(self) -> int:
         return os.getpid()
 
 
-def execute_group(cfg_yaml: str, stop_file: str | None, workers: int, cpus: float, gpus: float) -> dict:
+def execute_group(
+    cfg_yaml: str, stop_file: str | None, workers: int, cpus: float, gpus: float
+) -> dict:
     """Run a data-parallel trial as ``workers`` Ray actors in one placement group; rank 0 reports."""
     import ray
 
@@ -98,11 +120,15 @@ def execute_group(cfg_yaml: str, stop_file: str | None, workers: int, cpus: floa
     try:
         ray.get(pg.ready())
         actors = [
-            actor_cls.options(num_cpus=cpus, num_gpus=gpus, scheduling_strategy=cluster.in_group(pg, i)).remote()
+            actor_cls.options(
+                num_cpus=cpus, num_gpus=gpus, scheduling_strategy=cluster.in_group(pg, i)
+            ).remote()
             for i in range(workers)
         ]
         init = ray.get(actors[0].address.remote())
-        outcomes = ray.get([a.run.remote(cfg_yaml, stop_file, r, workers, init) for r, a in enumerate(actors)])
+        outcomes = ray.get(
+            [a.run.remote(cfg_yaml, stop_file, r, workers, init) for r, a in enumerate(actors)]
+        )
         return outcomes[0]
     finally:
         for a in actors:

@@ -75,7 +75,9 @@ class Task:
     def model_spec(self) -> ModelSpec:
         raise NotImplementedError
 
-    def train_batch(self, batch_size: int, gen: torch.Generator, device: torch.device, step: int = 0) -> Batch:
+    def train_batch(
+        self, batch_size: int, gen: torch.Generator, device: torch.device, step: int = 0
+    ) -> Batch:
         """Fresh examples for training step ``step`` (1-based; curricula read it)."""
         raise NotImplementedError
 
@@ -84,7 +86,9 @@ class Task:
         return F.cross_entropy(out.flatten(0, 1).float(), batch.y.flatten(), ignore_index=IGNORE)
 
     @torch.no_grad()
-    def evaluate(self, model: torch.nn.Module, n: int, gen: torch.Generator, device: torch.device) -> dict:
+    def evaluate(
+        self, model: torch.nn.Module, n: int, gen: torch.Generator, device: torch.device
+    ) -> dict:
         raise NotImplementedError
 
     def chance(self) -> float:
@@ -136,7 +140,9 @@ class SerialTask(Task):
         self.eq = self.stoi["="]
 
     # subclasses implement these two
-    def problems(self, batch_size: int, gen: torch.Generator, device: torch.device) -> SerialProblems:
+    def problems(
+        self, batch_size: int, gen: torch.Generator, device: torch.device
+    ) -> SerialProblems:
         raise NotImplementedError
 
     def describe(self, p: SerialProblems, i: int) -> dict:
@@ -168,12 +174,16 @@ class SerialTask(Task):
             y[:, L] = p.answer
         return Batch(x=x, y=y)
 
-    def train_batch(self, batch_size: int, gen: torch.Generator, device: torch.device, step: int = 0) -> Batch:
+    def train_batch(
+        self, batch_size: int, gen: torch.Generator, device: torch.device, step: int = 0
+    ) -> Batch:
         return self.layout(self.problems(batch_size, gen, device))
 
     # -- evaluation ------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, model: torch.nn.Module, n: int, gen: torch.Generator, device: torch.device) -> dict:
+    def evaluate(
+        self, model: torch.nn.Module, n: int, gen: torch.Generator, device: torch.device
+    ) -> dict:
         """Answer accuracy, and per-step chain accuracy where the setting has a chain.
 
         cot: the chain is generated greedily from the input alone and only the final
@@ -223,7 +233,9 @@ def primes_below(bound: int) -> list[int]:
     return [i for i in range(bound) if sieve[i]]
 
 
-def randint(low: int, high: int, size: tuple, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+def randint(
+    low: int, high: int, size: tuple, gen: torch.Generator, device: torch.device
+) -> torch.Tensor:
     """torch.randint on the generator's device, moved to ``device``."""
     t = torch.randint(low, high, size, generator=gen, device=gen.device)
     return t.to(device, non_blocking=True)

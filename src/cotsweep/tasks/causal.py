@@ -95,7 +95,16 @@ from cotsweep.config import Setting, TaskConfig
 from cotsweep.tasks.base import IGNORE, Batch, ConfigError, ModelSpec, Task
 from cotsweep.tasks.registry import register
 
-PAD, CAUSES, CAUSE, DOES, YES, NO, DOT, QMARK = "<pad>", "causes", "cause", "Does", "Yes", "No", ".", "?"
+PAD, CAUSES, CAUSE, DOES, YES, NO, DOT, QMARK = (
+    "<pad>",
+    "causes",
+    "cause",
+    "Does",
+    "Yes",
+    "No",
+    ".",
+    "?",
+)
 WORDS = (PAD, CAUSES, CAUSE, DOES, YES, NO, DOT, QMARK)
 NAME_CHARS = string.ascii_letters + string.digits
 ITOS = list(WORDS) + list(NAME_CHARS)
@@ -303,7 +312,7 @@ def text_to_tokens(text: str) -> list[str]:
     out: list[str] = []
     for word in text.split():
         mark = word[-1] if word[-1] in (DOT, QMARK) else ""
-        body = word[: -1] if mark else word
+        body = word[:-1] if mark else word
         if body in FIXED_WORDS:
             out.append(body)
         else:
@@ -333,8 +342,14 @@ class Causal(Task):
     def __init__(self, cfg, setting=Setting.base):
         super().__init__(cfg, setting)
         preset = MIXES.get(cfg.mix)
-        self.flipped_fraction = cfg.flipped_fraction if cfg.flipped_fraction is not None else (preset.flipped_fraction if preset else None)
-        self.flip_prob = cfg.flip_prob if cfg.flip_prob is not None else (preset.flip_prob if preset else None)
+        self.flipped_fraction = (
+            cfg.flipped_fraction
+            if cfg.flipped_fraction is not None
+            else (preset.flipped_fraction if preset else None)
+        )
+        self.flip_prob = (
+            cfg.flip_prob if cfg.flip_prob is not None else (preset.flip_prob if preset else None)
+        )
         self.suite_names = list(cfg.suites)
         self._pool: dict | None = None  # the fixed training set, built on first use
         self._perms: dict[int, torch.Tensor] = {}
@@ -345,36 +360,59 @@ class Causal(Task):
     def validate(self) -> None:
         c = self.cfg
         if Setting(self.setting) != Setting.base:
-            raise ConfigError("setting", Setting(self.setting).value, "the causal task has no chain of thought: use base")
+            raise ConfigError(
+                "setting",
+                Setting(self.setting).value,
+                "the causal task has no chain of thought: use base",
+            )
         if c.min_length < 2:
             raise ConfigError("task.min_length", c.min_length, "a chain needs >= 2 nodes")
         if c.length < c.min_length:
             raise ConfigError("task.length", c.length, f"must be >= task.min_length={c.min_length}")
         if c.mix not in MIXES and c.mix != "custom":
             raise ConfigError("task.mix", c.mix, f"known mixes: {', '.join([*MIXES, 'custom'])}")
-        for key, value in (("flipped_fraction", self.flipped_fraction), ("flip_prob", self.flip_prob)):
+        for key, value in (
+            ("flipped_fraction", self.flipped_fraction),
+            ("flip_prob", self.flip_prob),
+        ):
             if value is None:
                 raise ConfigError(f"task.{key}", value, "mix=custom needs it set")
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"task.{key}", value, "must be a probability in [0, 1]")
         if not 1 <= c.name_min <= c.name_max:
-            raise ConfigError("task.name_min", c.name_min, f"must be in 1..task.name_max={c.name_max}")
+            raise ConfigError(
+                "task.name_min", c.name_min, f"must be in 1..task.name_max={c.name_max}"
+            )
         if not c.name_max < c.long_name_min <= c.long_name_max:
-            raise ConfigError("task.long_name_min", c.long_name_min, f"must exceed task.name_max={c.name_max} and be <= task.long_name_max={c.long_name_max}")
+            raise ConfigError(
+                "task.long_name_min",
+                c.long_name_min,
+                f"must exceed task.name_max={c.name_max} and be <= task.long_name_max={c.long_name_max}",
+            )
         if c.train_set_size < 0:
-            raise ConfigError("task.train_set_size", c.train_set_size, "must be >= 0 (0: fresh examples every step)")
+            raise ConfigError(
+                "task.train_set_size",
+                c.train_set_size,
+                "must be >= 0 (0: fresh examples every step)",
+            )
         if c.suite_size < 2:
             raise ConfigError("task.suite_size", c.suite_size, "must be >= 2 (both answers)")
         suites = [self.suite(s) for s in self.suite_names]
         most = max(s.nodes[1] for s in [self.train_suite(), *suites])
         names = sum(len(NAME_CHARS) ** k for k in range(c.name_min, c.name_max + 1))
         if names < most + len(FIXED_WORDS):
-            raise ConfigError("task.name_max", c.name_max, f"too few distinct names for {most} nodes")
+            raise ConfigError(
+                "task.name_max", c.name_max, f"too few distinct names for {most} nodes"
+            )
 
     def train_suite(self) -> Suite:
         c = self.cfg
         return Suite(
-            "train", "chain", (c.min_length, c.length), self.flipped_fraction or 0.0, self.flip_prob or 0.0,
+            "train",
+            "chain",
+            (c.min_length, c.length),
+            self.flipped_fraction or 0.0,
+            self.flip_prob or 0.0,
             name_len=(c.name_min, c.name_max),
         )
 
@@ -383,7 +421,11 @@ class Causal(Task):
         c = self.cfg
         m = _SUITE_RE.match(name)
         if m is None:
-            raise ConfigError("task.suites", name, "suites are seq_N, flip_N, reversal, reversal_N, branch_N_bfK, long_names")
+            raise ConfigError(
+                "task.suites",
+                name,
+                "suites are seq_N, flip_N, reversal, reversal_N, branch_N_bfK, long_names",
+            )
         family, n, bn, bk = m.groups()
         names = (c.name_min, c.name_max)
         train = (c.min_length, c.length)
@@ -400,9 +442,22 @@ class Causal(Task):
             return Suite(name, "reversal", nodes, name_len=names)
         if bn is not None:
             if int(bn) < 2 or int(bk) < 1:
-                raise ConfigError("task.suites", name, "branch_N_bfK needs N >= 2 nodes and K >= 1 (K/10 edges per node)")
-            return Suite(name, "branching", (int(bn), int(bn)), branching=int(bk) / 10, name_len=names)
-        return Suite(name, "chain", train, self.flipped_fraction or 0.0, flip, name_len=(c.long_name_min, c.long_name_max))
+                raise ConfigError(
+                    "task.suites",
+                    name,
+                    "branch_N_bfK needs N >= 2 nodes and K >= 1 (K/10 edges per node)",
+                )
+            return Suite(
+                name, "branching", (int(bn), int(bn)), branching=int(bk) / 10, name_len=names
+            )
+        return Suite(
+            name,
+            "chain",
+            train,
+            self.flipped_fraction or 0.0,
+            flip,
+            name_len=(c.long_name_min, c.long_name_max),
+        )
 
     # -- what the trial asks --------------------------------------------------
     def model_spec(self) -> ModelSpec:
@@ -419,7 +474,9 @@ class Causal(Task):
         y = _labels(x, lengths, labels)
         return Batch(x=_to_device(x, device), y=_to_device(y, device))
 
-    def train_batch(self, batch_size: int, gen: torch.Generator, device: torch.device, step: int = 0) -> Batch:
+    def train_batch(
+        self, batch_size: int, gen: torch.Generator, device: torch.device, step: int = 0
+    ) -> Batch:
         seed = gen.initial_seed()
         if self.cfg.train_set_size > 0:
             return self._from_set(batch_size, seed, device, step)
@@ -433,7 +490,9 @@ class Causal(Task):
         if self._pool is None or self._pool["key"] != key:
             rng = random.Random(stable_seed("causal/set", seed))
             examples = draw_examples(rng, self.train_suite(), size)
-            x, lengths, labels = _pad([encode(ex) for ex in examples], [ex.label for ex in examples])
+            x, lengths, labels = _pad(
+                [encode(ex) for ex in examples], [ex.label for ex in examples]
+            )
             y = _labels(x, lengths, labels)
             self._pool = {"key": key, "x": x.to(device), "y": y.to(device), "lengths": lengths}
             self._perms = {}
@@ -458,7 +517,9 @@ class Causal(Task):
         return draw_examples(random.Random(stable_seed("causal/eval", seed, name)), suite, count)
 
     @torch.no_grad()
-    def evaluate(self, model: torch.nn.Module, n: int, gen: torch.Generator, device: torch.device) -> dict:
+    def evaluate(
+        self, model: torch.nn.Module, n: int, gen: torch.Generator, device: torch.device
+    ) -> dict:
         """``acc`` on the training distribution (n examples), ``acc/<suite>`` on every suite."""
         seed = gen.initial_seed()
         out = {"acc": self._accuracy(model, "train", n, seed, device)}
@@ -476,7 +537,9 @@ class Causal(Task):
         correct = torch.zeros((), dtype=torch.long, device=x.device)
         for i in range(0, x.shape[0], chunk):
             xb = x[i : i + chunk, : int(lengths[i : i + chunk].max())]
-            last = model(xb)[torch.arange(xb.shape[0], device=xb.device), lengths_dev[i : i + chunk] - 1]  # (b, V) at "?"
+            last = model(xb)[
+                torch.arange(xb.shape[0], device=xb.device), lengths_dev[i : i + chunk] - 1
+            ]  # (b, V) at "?"
             pred = torch.where(last[:, self.yes] > last[:, self.no], self.yes, self.no)
             correct += (pred == labels[i : i + chunk]).sum()
         return int(correct) / x.shape[0]
@@ -500,7 +563,9 @@ class Causal(Task):
         }
 
 
-def _pad(seqs: Sequence[list[int]], labels: Sequence[bool]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _pad(
+    seqs: Sequence[list[int]], labels: Sequence[bool]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(B, T) right-padded ids, (B,) lengths, (B,) label token ids; all on the CPU."""
     T = max(len(s) for s in seqs)
     pad = STOI[PAD]

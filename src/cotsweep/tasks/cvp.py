@@ -107,7 +107,12 @@ class Cvp(SerialTask):
         own = self.g0 + torch.arange(n, device=device).expand(batch_size, n)
         inputs = torch.stack([ops, idx(a), idx(b), own], 2).flatten(1)  # (B, 4n)
         chain = self.v0 + val
-        return SerialProblems(inputs=inputs, item_pos=torch.arange(n, device=device) * 4 + 3, chain=chain, answer=chain[:, -1])
+        return SerialProblems(
+            inputs=inputs,
+            item_pos=torch.arange(n, device=device) * 4 + 3,
+            chain=chain,
+            answer=chain[:, -1],
+        )
 
     def describe(self, p, i):
         toks = p.inputs[i].view(-1, 4).tolist()

@@ -77,7 +77,9 @@ class FunctionsConfig(TaskConfig):
     points_start: int = 11
     points_step: int = 2
     eval_alphas: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0])
-    eval_freqs: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
+    eval_freqs: list[float] = field(
+        default_factory=lambda: [0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0]
+    )
 
 
 def parse_mixture(spec: str) -> dict[str, float]:
@@ -119,7 +121,9 @@ class Functions:
         return torch.einsum("bkd,bd->bk", xs, self.w)
 
     def sinusoid_part(self, xs: torch.Tensor) -> torch.Tensor:
-        return self.amplitude * torch.sin(self.freq[:, None] * torch.einsum("bkd,bd->bk", xs, self.v))
+        return self.amplitude * torch.sin(
+            self.freq[:, None] * torch.einsum("bkd,bd->bk", xs, self.v)
+        )
 
     def __call__(self, xs: torch.Tensor) -> torch.Tensor:
         """(B, k, D) -> (B, k)."""
@@ -143,7 +147,9 @@ class FunctionClasses(Task):
         super().validate()
         c = self.cfg
         if self.setting != Setting.base:
-            raise ConfigError("setting", self.setting.value, "functions has no chain; use setting=base")
+            raise ConfigError(
+                "setting", self.setting.value, "functions has no chain; use setting=base"
+            )
         if c.dims < 1:
             raise ConfigError("task.dims", c.dims, "must be >= 1")
         try:
@@ -153,13 +159,17 @@ class FunctionClasses(Task):
         if c.sparsity < 1:
             raise ConfigError("task.sparsity", c.sparsity, "must be >= 1")
         if not 0 < c.freq_min <= c.freq_max:
-            raise ConfigError("task.freq_min", c.freq_min, f"must be > 0 and <= task.freq_max={c.freq_max}")
+            raise ConfigError(
+                "task.freq_min", c.freq_min, f"must be > 0 and <= task.freq_max={c.freq_max}"
+            )
         if c.linear_scale <= 0:
             raise ConfigError("task.linear_scale", c.linear_scale, "must be > 0")
         if c.sin_amplitude <= 0:
             raise ConfigError("task.sin_amplitude", c.sin_amplitude, "must be > 0")
         if c.curriculum_every < 0:
-            raise ConfigError("task.curriculum_every", c.curriculum_every, "must be >= 0 (0 = no curriculum)")
+            raise ConfigError(
+                "task.curriculum_every", c.curriculum_every, "must be >= 0 (0 = no curriculum)"
+            )
         if c.curriculum_every > 0:
             for key in ("dims_start", "points_start"):
                 if c[key] < 1:
@@ -169,10 +179,14 @@ class FunctionClasses(Task):
                     raise ConfigError(f"task.{key}", c[key], "must be >= 0")
         for a in c.eval_alphas:
             if not 0 <= a <= 1:
-                raise ConfigError("task.eval_alphas", list(c.eval_alphas), "every a must be in [0, 1]")
+                raise ConfigError(
+                    "task.eval_alphas", list(c.eval_alphas), "every a must be in [0, 1]"
+                )
         for f in c.eval_freqs:
             if not f > 0:
-                raise ConfigError("task.eval_freqs", list(c.eval_freqs), "every frequency must be > 0")
+                raise ConfigError(
+                    "task.eval_freqs", list(c.eval_freqs), "every frequency must be > 0"
+                )
 
     def model_spec(self) -> ModelSpec:
         return ModelSpec(seq_len=2 * self.cfg.length, in_dim=self.cfg.dims, out_dim=1)
@@ -184,7 +198,9 @@ class FunctionClasses(Task):
             return c.dims, c.length
         r = max(0, step - 1) // c.curriculum_every  # increments so far
         # a start above the end (a shrunk config) starts at the end
-        return min(c.dims, c.dims_start + r * c.dims_step), min(c.length, c.points_start + r * c.points_step)
+        return min(c.dims, c.dims_start + r * c.dims_step), min(
+            c.length, c.points_start + r * c.points_step
+        )
 
     # -- data ------------------------------------------------------------------
     def draw(
@@ -206,25 +222,46 @@ class FunctionClasses(Task):
         active = (torch.arange(D, device=device) < d_active).float()  # (D,)
         w = _randn((B, D), gen, device) * c.linear_scale * active
         scores = _rand((B, D), gen, device) + 2.0 * (1 - active)  # inactive dims never chosen
-        support = torch.zeros(B, D, device=device).scatter_(1, scores.topk(min(c.sparsity, d_active), largest=False).indices, 1.0)
+        support = torch.zeros(B, D, device=device).scatter_(
+            1, scores.topk(min(c.sparsity, d_active), largest=False).indices, 1.0
+        )
         sparse = (family == SPARSE)[:, None]
         w = torch.where(sparse, w * support, w)
         v = _randn((B, D), gen, device) * active
         v = v / v.norm(dim=1, keepdim=True).clamp_min(1e-12)
         u_freq, u_a = _rand((B,), gen, device), _rand((B,), gen, device)
-        freqs = torch.full((B,), float(freq), device=device) if freq is not None else c.freq_min + (c.freq_max - c.freq_min) * u_freq
+        freqs = (
+            torch.full((B,), float(freq), device=device)
+            if freq is not None
+            else c.freq_min + (c.freq_max - c.freq_min) * u_freq
+        )
         combo_a = torch.full((B,), float(a), device=device) if a is not None else u_a
         a_all = torch.where(family == COMBINATION, combo_a, (family != SINUSOID).float())
-        lin_var = torch.where(family == SPARSE, float(min(c.sparsity, d_active)), float(d_active)) * c.linear_scale**2
-        return Functions(family=family, w=w, v=v, freq=freqs, a=a_all, amplitude=c.sin_amplitude, linear_var=lin_var)
+        lin_var = (
+            torch.where(family == SPARSE, float(min(c.sparsity, d_active)), float(d_active))
+            * c.linear_scale**2
+        )
+        return Functions(
+            family=family,
+            w=w,
+            v=v,
+            freq=freqs,
+            a=a_all,
+            amplitude=c.sin_amplitude,
+            linear_var=lin_var,
+        )
 
-    def points(self, batch_size: int, k: int, d_active: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    def points(
+        self, batch_size: int, k: int, d_active: int, gen: torch.Generator, device: torch.device
+    ) -> torch.Tensor:
         """(B, k, D) points x ~ N(0, I) on the active dimensions, zero on the rest."""
         xs = _randn((batch_size, k, self.cfg.dims), gen, device)
         xs[..., d_active:] = 0
         return xs
 
-    def mixture_families(self, batch_size: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    def mixture_families(
+        self, batch_size: int, gen: torch.Generator, device: torch.device
+    ) -> torch.Tensor:
         mix = parse_mixture(self.cfg.mixture)
         probs = torch.zeros(len(FAMILIES), device=gen.device)
         for name, p in mix.items():
@@ -244,7 +281,9 @@ class FunctionClasses(Task):
         mask[:, 0::2] = True
         return Batch(x=x, y=y, mask=mask)
 
-    def train_batch(self, batch_size: int, gen: torch.Generator, device: torch.device, step: int = 0) -> Batch:
+    def train_batch(
+        self, batch_size: int, gen: torch.Generator, device: torch.device, step: int = 0
+    ) -> Batch:
         d_active, k = self.curriculum(step)
         fns = self.draw(self.mixture_families(batch_size, gen, device), d_active, gen, device)
         xs = self.points(batch_size, k, d_active, gen, device)
@@ -258,14 +297,18 @@ class FunctionClasses(Task):
     # -- evaluation --------------------------------------------------------------
     def suites(self) -> list[tuple[str, str, float | None, float | None]]:
         """(name, family, fixed a, fixed frequency) of every evaluation batch, in draw order."""
-        out: list[tuple[str, str, float | None, float | None]] = [("mixture", "mixture", None, None)]
+        out: list[tuple[str, str, float | None, float | None]] = [
+            ("mixture", "mixture", None, None)
+        ]
         out += [(f, f, None, None) for f in ("linear", "sparse_linear", "sinusoid")]
         out += [(f"combo_a{a:g}", "combination", float(a), None) for a in self.cfg.eval_alphas]
         out += [(f"freq{f:g}", "sinusoid", None, float(f)) for f in self.cfg.eval_freqs]
         return out
 
     @torch.no_grad()
-    def evaluate(self, model: torch.nn.Module, n: int, gen: torch.Generator, device: torch.device) -> dict:
+    def evaluate(
+        self, model: torch.nn.Module, n: int, gen: torch.Generator, device: torch.device
+    ) -> dict:
         """Normalised squared error against the number of examples, beside the baselines.
 
         Keys (all errors normalised, see the module docstring; "at the last point"
@@ -346,10 +389,19 @@ class FunctionClasses(Task):
             if fam == "sparse_linear":
                 params["support"] = torch.nonzero(fns.w[i]).flatten().tolist()
             if fam in ("sinusoid", "combination"):
-                params.update(v=_floats(fns.v[i]), freq=float(fns.freq[i]), amplitude=float(fns.amplitude))
+                params.update(
+                    v=_floats(fns.v[i]), freq=float(fns.freq[i]), amplitude=float(fns.amplitude)
+                )
             if fam == "combination":
                 params["a"] = float(fns.a[i])
-            rows.append({"family": fam, "params": params, "xs": [_floats(x) for x in xs[i]], "ys": _floats(ys[i])})
+            rows.append(
+                {
+                    "family": fam,
+                    "params": params,
+                    "xs": [_floats(x) for x in xs[i]],
+                    "ys": _floats(ys[i]),
+                }
+            )
         return rows
 
 
@@ -358,7 +410,9 @@ def _floats(t: torch.Tensor) -> list[float]:
 
 
 # ---------------------------------------------------------------- baselines
-def baseline_curves(xs: torch.Tensor, ys: torch.Tensor, var: torch.Tensor) -> dict[str, list[float]]:
+def baseline_curves(
+    xs: torch.Tensor, ys: torch.Tensor, var: torch.Tensor
+) -> dict[str, list[float]]:
     """Normalised squared error of each baseline after 0..k-1 examples: {"lsq", "knn3", "avg"} -> k floats.
 
     Computed on the CPU in float64, so that least squares is exact to rounding
@@ -366,8 +420,14 @@ def baseline_curves(xs: torch.Tensor, ys: torch.Tensor, var: torch.Tensor) -> di
     """
     with torch.autocast("cpu", enabled=False):
         xs, ys, var = (t.detach().to("cpu", torch.float64) for t in (xs, ys, var))
-        preds = {"lsq": least_squares(xs, ys), "knn3": nearest_neighbours(xs, ys, 3), "avg": averaging(xs, ys)}
-        return {name: (((p - ys) ** 2) / var[:, None]).mean(0).tolist() for name, p in preds.items()}
+        preds = {
+            "lsq": least_squares(xs, ys),
+            "knn3": nearest_neighbours(xs, ys, 3),
+            "avg": averaging(xs, ys),
+        }
+        return {
+            name: (((p - ys) ** 2) / var[:, None]).mean(0).tolist() for name, p in preds.items()
+        }
 
 
 def least_squares(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:

@@ -40,7 +40,9 @@ class Isq(SerialTask):
     def validate(self) -> None:
         super().validate()
         if self.cfg.prime_bound < 3:
-            raise ConfigError("task.prime_bound", self.cfg.prime_bound, "must be >= 3 (no prime below it)")
+            raise ConfigError(
+                "task.prime_bound", self.cfg.prime_bound, "must be >= 3 (no prime below it)"
+            )
 
     def input_len(self) -> int:
         return self.cfg.length + 2
@@ -63,7 +65,12 @@ class Isq(SerialTask):
         chain = torch.stack(chain, 1)  # (B, n)
         sq = torch.full((batch_size, n), self.stoi["^2"], dtype=torch.long, device=device)
         inputs = torch.cat([p[:, None], r[:, None], sq], 1)
-        return SerialProblems(inputs=inputs, item_pos=torch.arange(2, n + 2, device=device), chain=chain, answer=chain[:, -1])
+        return SerialProblems(
+            inputs=inputs,
+            item_pos=torch.arange(2, n + 2, device=device),
+            chain=chain,
+            answer=chain[:, -1],
+        )
 
     def describe(self, p, i):
         return {

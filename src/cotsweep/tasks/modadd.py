@@ -48,7 +48,13 @@ class ModAdd(SerialTask):
         n, m = self.cfg.length, self.cfg.modulus
         xs = randint(0, m, (batch_size, n), gen, device)
         chain = xs.cumsum(1) % m  # (B, n)
-        return SerialProblems(inputs=xs, item_pos=torch.arange(n, device=device), chain=chain, answer=chain[:, -1])
+        return SerialProblems(
+            inputs=xs, item_pos=torch.arange(n, device=device), chain=chain, answer=chain[:, -1]
+        )
 
     def describe(self, p, i):
-        return {"xs": p.inputs[i].tolist(), "chain": p.chain[i].tolist(), "answer": int(p.answer[i])}
+        return {
+            "xs": p.inputs[i].tolist(),
+            "chain": p.chain[i].tolist(),
+            "answer": int(p.answer[i]),
+        }

@@ -26,12 +26,13 @@ def register(name: str, schema: type):
     return wrap
 
 
-
 def make_task(cfg: Any, setting: Setting | str = Setting.base):
     """The task named by ``cfg.name``, built from its config and the setting."""
     from cotsweep.tasks.base import ConfigError
 
     entry = TASKS.get(cfg.name)
     if entry is None:
-        raise ConfigError("task", cfg.name, f"unknown task; known tasks: {', '.join(sorted(TASKS))}")
+        raise ConfigError(
+            "task", cfg.name, f"unknown task; known tasks: {', '.join(sorted(TASKS))}"
+        )
     return entry.cls(cfg, setting)

@@ -74,7 +74,9 @@ class S5(SerialTask):
             s = sigma[:, i].gather(1, s)  # s_i(j) = sigma_i(s_{i-1}(j))
             states.append(s)
         chain = code[self.encode(torch.stack(states, 1))]  # (B, n) ranks
-        return SerialProblems(inputs=ranks, item_pos=torch.arange(n, device=device), chain=chain, answer=chain[:, -1])
+        return SerialProblems(
+            inputs=ranks, item_pos=torch.arange(n, device=device), chain=chain, answer=chain[:, -1]
+        )
 
     def describe(self, p, i):
         return {

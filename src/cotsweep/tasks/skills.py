@@ -97,18 +97,37 @@ class SkillGraph(Task):
         super().validate()
         c = self.cfg
         if self.setting != Setting.base:
-            raise ConfigError("setting", self.setting.value, "skills is a simulation without a chain; use setting=base")
+            raise ConfigError(
+                "setting",
+                self.setting.value,
+                "skills is a simulation without a chain; use setting=base",
+            )
         checks = [
-            ("task.skills", c.skills, c.skills >= max(c.length, c.degree), f"must be >= task.length={c.length} and task.degree={c.degree}"),
+            (
+                "task.skills",
+                c.skills,
+                c.skills >= max(c.length, c.degree),
+                f"must be >= task.length={c.length} and task.degree={c.degree}",
+            ),
             ("task.texts", c.texts, c.texts >= 1, "must be >= 1"),
             ("task.degree", c.degree, c.degree >= 1, "must be >= 1"),
             ("task.scale", c.scale, c.scale > 0, "must be > 0"),
             ("task.A", c.A, c.A >= 0, "must be >= 0"),
             ("task.alpha", c.alpha, c.alpha > 0, "must be > 0"),
             ("task.fail_loss", c.fail_loss, c.fail_loss > 0, "must be > 0"),
-            ("task.weakness_shape", c.weakness_shape, c.weakness_shape >= 0, "must be >= 0 (0 = all skills alike)"),
+            (
+                "task.weakness_shape",
+                c.weakness_shape,
+                c.weakness_shape >= 0,
+                "must be >= 0 (0 = all skills alike)",
+            ),
             ("task.tuples", c.tuples, c.tuples >= 1, "must be >= 1"),
-            ("task.competence_level", c.competence_level, 0 < c.competence_level < 1, "must be in (0, 1)"),
+            (
+                "task.competence_level",
+                c.competence_level,
+                0 < c.competence_level < 1,
+                "must be in (0, 1)",
+            ),
         ]
         for key, value, ok, why in checks:
             if not ok:
@@ -161,7 +180,9 @@ class SkillGraph(Task):
         eps = np.minimum(1.0, lam * weakness)  # (skills,) misapplication probability
         piece_success = np.prod(1.0 - eps[graph], axis=1)  # (texts,)
         # paper's competence on a skill: mean success over its adjacent pieces
-        per_skill_sum = np.bincount(graph.ravel(), weights=np.repeat(piece_success, c.degree), minlength=c.skills)
+        per_skill_sum = np.bincount(
+            graph.ravel(), weights=np.repeat(piece_success, c.degree), minlength=c.skills
+        )
         per_skill_n = np.bincount(graph.ravel(), minlength=c.skills)
         has_text = per_skill_n > 0
         graph_competence = per_skill_sum[has_text] / per_skill_n[has_text]
@@ -176,14 +197,18 @@ class SkillGraph(Task):
             "skill_error": float(eps.mean()),
             "rate": lam,
             "graph_competence": float(graph_competence.mean()) if has_text.any() else None,
-            "graph_competent_frac": float((graph_competence >= c.competence_level).mean()) if has_text.any() else None,
+            "graph_competent_frac": float((graph_competence >= c.competence_level).mean())
+            if has_text.any()
+            else None,
             "competence_level": float(c.competence_level),
             "max_k": int(c.length),
         }
         for k in range(1, c.length + 1):
             out[f"competence_k{k}"] = float(tuple_comp[:, k - 1].mean())
             out[f"competent_frac_k{k}"] = float((tuple_comp[:, k - 1] >= c.competence_level).mean())
-        out["k_star"] = k_star([out[f"competence_k{k}"] for k in range(1, c.length + 1)], c.competence_level)
+        out["k_star"] = k_star(
+            [out[f"competence_k{k}"] for k in range(1, c.length + 1)], c.competence_level
+        )
         return out
 
 

@@ -116,10 +116,15 @@ def _task_config(cfg: DictConfig) -> DictConfig:
 
 
 def _is_trial(task: DictConfig) -> bool:
-    return all(OmegaConf.select(task, k) is not None for k in ("run.out_dir", "sweep.dir", "resources.cpus", "model"))
+    return all(
+        OmegaConf.select(task, k) is not None
+        for k in ("run.out_dir", "sweep.dir", "resources.cpus", "model")
+    )
 
 
-def _compose(launcher: CotsweepLauncher, overrides: Sequence[str], num: int, sweep_dir: Path) -> Job:
+def _compose(
+    launcher: CotsweepLauncher, overrides: Sequence[str], num: int, sweep_dir: Path
+) -> Job:
     assert launcher.hydra_context is not None and launcher.config is not None
     cfg = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
     with open_dict(cfg):
@@ -153,7 +158,9 @@ def _axes(overrides: list[str]) -> dict:
     out = {}
     for o in OverridesParser.create().parse_overrides(overrides):
         v = o.value()
-        out[o.get_key_element()] = v if isinstance(v, (int, float, str, bool, type(None))) else str(v)
+        out[o.get_key_element()] = (
+            v if isinstance(v, (int, float, str, bool, type(None))) else str(v)
+        )
     return out
 
 
@@ -183,7 +190,9 @@ def _save_return(sweep_dir: Path, tid: str, value: Any) -> None:
     try:
         blob = ray.cloudpickle.dumps(value)
     except Exception as e:  # an unpicklable return value is given back as None on a later run
-        log.warning(f"job {tid}: its return value cannot be pickled ({type(e).__name__}: {e}); not recorded")
+        log.warning(
+            f"job {tid}: its return value cannot be pickled ({type(e).__name__}: {e}); not recorded"
+        )
         return
     files.atomic_write(sweep_dir / "trials" / tid / RETURN_FILE, blob)
 
@@ -203,7 +212,10 @@ def _job_return(job: Job, status: JobStatus, value: Any) -> JobReturn:
     """A JobReturn for a job this launch did not run, shaped as ``run_job`` shapes its own."""
     cfg = copy.deepcopy(job.config)
     with _hydra_config(cfg):
-        out = os.path.join(str(OmegaConf.select(cfg, "hydra.sweep.dir")), str(OmegaConf.select(cfg, "hydra.sweep.subdir")))
+        out = os.path.join(
+            str(OmegaConf.select(cfg, "hydra.sweep.dir")),
+            str(OmegaConf.select(cfg, "hydra.sweep.subdir")),
+        )
         with read_write(cfg.hydra.runtime), open_dict(cfg.hydra.runtime):
             cfg.hydra.runtime.output_dir = os.path.abspath(out)
         HydraConfig.instance().set_config(cfg)
@@ -224,13 +236,19 @@ def _job_return(job: Job, status: JobStatus, value: Any) -> JobReturn:
 
 # ---------------------------------------------------------------- the worker side
 def _run_job_on_worker(
-    config: DictConfig, task_function: TaskFunction, hydra_context: HydraContext, singleton_state: dict, driver_cwd: str
+    config: DictConfig,
+    task_function: TaskFunction,
+    hydra_context: HydraContext,
+    singleton_state: dict,
+    driver_cwd: str,
 ) -> tuple[JobReturn, str | None, str]:
     """Run one job in a Ray worker, with the driver's Hydra state; returns (JobReturn, traceback, host)."""
     setup_globals()
     state = {**singleton_state, "instances": dict(singleton_state["instances"])}
     plugins = Singleton._instances.get(Plugins)
-    if plugins is not None:  # a reused worker keeps its scanned plugins instead of rescanning per job
+    if (
+        plugins is not None
+    ):  # a reused worker keeps its scanned plugins instead of rescanning per job
         state["instances"][Plugins] = plugins
     Singleton.set_state(state)
     here = os.getcwd()
@@ -249,7 +267,9 @@ def _run_job_on_worker(
     tb = None
     if ret.status == JobStatus.FAILED:
         exc = ret._return_value  # the public getter re-raises it; the traceback exists only here
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-TRACEBACK_TAIL:]
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[
+            -TRACEBACK_TAIL:
+        ]
         try:
             ray.cloudpickle.dumps(exc)
         except Exception:  # an exception Ray cannot ship back would look like a lost worker
@@ -270,12 +290,20 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
-def launch(launcher: CotsweepLauncher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+def launch(
+    launcher: CotsweepLauncher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+) -> list[JobReturn]:
     setup_globals()
-    assert launcher.config is not None and launcher.task_function is not None and launcher.hydra_context is not None
+    assert (
+        launcher.config is not None
+        and launcher.task_function is not None
+        and launcher.hydra_context is not None
+    )
     configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
     sweep_dir = Path(str(launcher.config.hydra.sweep.dir)).resolve()
-    jobs = [_compose(launcher, ov, initial_job_idx + i, sweep_dir) for i, ov in enumerate(job_overrides)]
+    jobs = [
+        _compose(launcher, ov, initial_job_idx + i, sweep_dir) for i, ov in enumerate(job_overrides)
+    ]
 
     sweep_dir.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(sweep_dir, create=True)
@@ -286,7 +314,10 @@ def launch(launcher: CotsweepLauncher, job_overrides: Sequence[Sequence[str]], i
             raise LauncherError(str(e)) from e
         try:
             ledger.requeue_running()  # we hold the lock: anything 'running' was left by a dead driver
-            ledger.add_trials((j.id, j.overrides, _axes(j.overrides), OmegaConf.to_yaml(j.task, resolve=True)) for j in jobs)
+            ledger.add_trials(
+                (j.id, j.overrides, _axes(j.overrides), OmegaConf.to_yaml(j.task, resolve=True))
+                for j in jobs
+            )
             if ledger.get_meta("name") is None:
                 ledger.set_meta(name=str(launcher.config.hydra.job.name), source="hydra")
             return _Batch(launcher, ledger, sweep_dir, jobs).run()
@@ -299,7 +330,9 @@ def launch(launcher: CotsweepLauncher, job_overrides: Sequence[Sequence[str]], i
 class _Batch:
     """One launch: which jobs to skip, and the ray.wait loop over the rest."""
 
-    def __init__(self, launcher: CotsweepLauncher, ledger: Ledger, sweep_dir: Path, jobs: list[Job]):
+    def __init__(
+        self, launcher: CotsweepLauncher, ledger: Ledger, sweep_dir: Path, jobs: list[Job]
+    ):
         self.launcher = launcher
         self.ledger = ledger
         self.sweep_dir = sweep_dir
@@ -317,7 +350,9 @@ class _Batch:
             if job.id in first:
                 note = f"same trial as job #{self.jobs[first[job.id]].num}"
             elif row.state == "done":
-                self.results[pos] = _job_return(job, JobStatus.COMPLETED, _recorded_return(self.sweep_dir, row))
+                self.results[pos] = _job_return(
+                    job, JobStatus.COMPLETED, _recorded_return(self.sweep_dir, row)
+                )
                 note = "done already"
             elif row.state == "failed" and row.error_kind == "diverged":
                 # it would diverge again; `cotsweep resume DIR --reset-attempts` reruns it on purpose
@@ -327,7 +362,9 @@ class _Batch:
             else:
                 first[job.id] = pos
                 to_run.append(pos)
-            log.info(f"\t#{job.num} : {' '.join(filter_overrides(job.overrides))}  [{job.id}{', ' + note if note else ''}]")
+            log.info(
+                f"\t#{job.num} : {' '.join(filter_overrides(job.overrides))}  [{job.id}{', ' + note if note else ''}]"
+            )
         log.info(
             f"cotsweep launcher: {len(self.jobs)} jobs, {len(to_run)} to run, "
             f"{len(self.jobs) - len(to_run)} skipped; sweep dir {self.sweep_dir}"
@@ -369,16 +406,30 @@ class _Batch:
                     pos = queue.pop(0)
                     job = self.jobs[pos]
                     ref = remote.options(
-                        num_cpus=float(_setting(launcher, job, "num_cpus", "resources.cpus", DEFAULT_CPUS)),
+                        num_cpus=float(
+                            _setting(launcher, job, "num_cpus", "resources.cpus", DEFAULT_CPUS)
+                        ),
                         num_gpus=_gpus(launcher, job, cluster_gpus),
-                        max_retries=int(_setting(launcher, job, "max_retries", "resources.max_retries", DEFAULT_RETRIES)),
+                        max_retries=int(
+                            _setting(
+                                launcher,
+                                job,
+                                "max_retries",
+                                "resources.max_retries",
+                                DEFAULT_RETRIES,
+                            )
+                        ),
                     ).remote(job.config, task_ref, context_ref, state_ref, cwd)
                     inflight[ref] = pos
                     tries[pos] = tries.get(pos, 0) + 1
                     started[pos] = time.time()
-                    submitted.append((job.id, {"state": "running", "started": started[pos], "error": None}))
+                    submitted.append(
+                        (job.id, {"state": "running", "started": started[pos], "error": None})
+                    )
                 if submitted:
-                    self.ledger.update(submitted, [(tid, "submitted", None) for tid, _ in submitted])
+                    self.ledger.update(
+                        submitted, [(tid, "submitted", None) for tid, _ in submitted]
+                    )
                 ready, _ = ray.wait(list(inflight), num_returns=1, timeout=BEAT_EVERY_S)
                 changes, events = [], []
                 for ref in ready:
@@ -412,9 +463,16 @@ class _Batch:
         changes = []
         for pos in positions:
             job = self.jobs[pos]
-            beat = files.read_json(Path(job.task.run.out_dir) / files.HEARTBEAT) if job.trial else None
+            beat = (
+                files.read_json(Path(job.task.run.out_dir) / files.HEARTBEAT) if job.trial else None
+            )
             if beat:
-                changes.append((job.id, {"heartbeat": beat["time"], "step": beat["step"], "host": beat["host"]}))
+                changes.append(
+                    (
+                        job.id,
+                        {"heartbeat": beat["time"], "step": beat["step"], "host": beat["host"]},
+                    )
+                )
         self.ledger.update(changes)  # beats the driver's lock too
 
     def _finished(self, ref: Any, pos: int, tries: int, started: float) -> tuple[dict, str, bool]:
@@ -423,7 +481,9 @@ class _Batch:
         now = time.time()
         try:
             ret, tb, host = ray.get(ref)
-        except ray.exceptions.RayError as e:  # the worker or its node was lost, past Ray's own retries
+        except (
+            ray.exceptions.RayError
+        ) as e:  # the worker or its node was lost, past Ray's own retries
             ret, tb, host, kind = None, str(e)[-TRACEBACK_TAIL:], None, "lost"
             exc: BaseException | None = e
         else:
@@ -435,16 +495,36 @@ class _Batch:
             _save_return(self.sweep_dir, job.id, ret.return_value)
             value = ret.return_value
             steps = value.get("steps") if isinstance(value, dict) else None
-            col = {"state": "done", "ended": now, "wall_s": now - started, "host": host, "step": steps,
-                   "error": None, "error_kind": None, "traceback": None}
+            col = {
+                "state": "done",
+                "ended": now,
+                "wall_s": now - started,
+                "host": host,
+                "step": steps,
+                "error": None,
+                "error_kind": None,
+                "traceback": None,
+            }
             return col, "done", False
-        max_attempts = int(_setting(self.launcher, job, "max_attempts", "resources.max_attempts", DEFAULT_ATTEMPTS))
+        max_attempts = int(
+            _setting(self.launcher, job, "max_attempts", "resources.max_attempts", DEFAULT_ATTEMPTS)
+        )
         retry = kind in ("error", "lost") and tries < max_attempts
-        col = {"state": "pending" if retry else "failed", "ended": now, "host": host,
-               "error": _one_line(exc), "error_kind": kind, "traceback": tb}
+        col = {
+            "state": "pending" if retry else "failed",
+            "ended": now,
+            "host": host,
+            "error": _one_line(exc),
+            "error_kind": kind,
+            "traceback": tb,
+        }
         if not retry:
             self.results[pos] = ret if ret is not None else _job_return(job, JobStatus.FAILED, exc)
-            log.error(f"job #{job.num} ({job.id}) failed after {tries} attempt(s): {_one_line(exc)}")
+            log.error(
+                f"job #{job.num} ({job.id}) failed after {tries} attempt(s): {_one_line(exc)}"
+            )
         else:
-            log.warning(f"job #{job.num} ({job.id}) raised {_one_line(exc)}; attempt {tries + 1} of {max_attempts}")
+            log.warning(
+                f"job #{job.num} ({job.id}) raised {_one_line(exc)}; attempt {tries + 1} of {max_attempts}"
+            )
         return col, kind, retry
