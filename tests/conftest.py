@@ -71,6 +71,17 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[None]:
+    """One embedded Ray (2 CPUs, on loopback) for the whole run; the engine and launcher join it."""
+    from cotsweep.sweep import cluster
+
+    started = cluster.connect(num_cpus=2)
+    yield
+    if started:
+        cluster.shutdown()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip ``gpu``-marked tests cleanly where CUDA is not available."""
     if torch.cuda.is_available():

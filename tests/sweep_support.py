@@ -44,11 +44,15 @@ def sweep_file(
 
 
 def ledger_rows(sweep_dir: Path) -> dict[str, dict]:
+    """Every trial row of the ledger; none while a driver is still creating it."""
     db = sqlite3.connect(sweep_dir / "ledger.sqlite")
     db.row_factory = sqlite3.Row
-    rows = {r["id"]: dict(r) for r in db.execute("SELECT * FROM trials")}
-    db.close()
-    return rows
+    try:
+        return {r["id"]: dict(r) for r in db.execute("SELECT * FROM trials")}
+    except sqlite3.OperationalError:  # the file exists, its tables not yet
+        return {}
+    finally:
+        db.close()
 
 
 def losses(trial_dir: Path) -> list[tuple[int, float]]:

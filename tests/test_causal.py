@@ -416,17 +416,6 @@ def test_gpu_sweep_is_the_papers_grid_at_the_papers_size(tmp_path: Path) -> None
     assert make_task(c.task, c.setting).model_spec().seq_len == 401
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import cotsweep  # noqa: F401  (sets Ray's environment before ray is imported)
-    from cotsweep.sweep import cluster
-
-    started = cluster.connect(num_cpus=2)
-    yield
-    if started:
-        cluster.shutdown()
-
-
 def test_cpu_sweep_runs_end_to_end_and_its_report_renders(tmp_path: Path, ray_local) -> None:
     from cotsweep.sweep.engine import launch
 

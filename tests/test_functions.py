@@ -287,17 +287,6 @@ def test_tasks_sample_prints_family_params_xs_ys():
             assert 0.0 <= p["a"] <= 1.0 and {"w", "v", "freq"} <= set(p)
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import cotsweep  # noqa: F401  (sets Ray's environment before ray is imported)
-    from cotsweep.sweep import cluster
-
-    started = cluster.connect(num_cpus=2)
-    yield
-    if started:
-        cluster.shutdown()
-
-
 def test_function_mixtures_cpu_sweep_runs_end_to_end_and_its_report_renders(tmp_path, ray_local):
     from cotsweep.report import build_report
     from cotsweep.sweep.engine import launch

@@ -31,7 +31,6 @@ from sweep_support import ledger_rows
 import cotsweep  # noqa: F401  (sets Ray's environment before Ray starts)
 from cotsweep import files, hydra_app
 from cotsweep.compose import compose_trial
-from cotsweep.sweep import cluster
 from cotsweep.sweep.ids import trial_id
 
 # a real trial, as small as a trial gets: tiny model, a few steps, short inputs
@@ -49,13 +48,9 @@ TRIAL = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ray_local():
-    """One embedded Ray (2 CPUs, loopback) for the module; every launch joins it."""
-    started = cluster.connect(num_cpus=2)
-    yield
-    if started:
-        cluster.shutdown()
+@pytest.fixture(autouse=True)
+def _ray(ray_local):
+    """Every test of this module joins the session's embedded Ray."""
 
 
 # ---------------------------------------------------------------- Hydra's suites

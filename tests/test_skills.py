@@ -134,16 +134,6 @@ def test_a_trial_runs_the_simulation_through_run_trial(tmp):
     assert not (tmp / "ckpt").exists()  # nothing was trained
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    from cotsweep.sweep import cluster
-
-    started = cluster.connect(num_cpus=2)
-    yield
-    if started:
-        cluster.shutdown()
-
-
 def test_skill_emergence_sweep_runs_end_to_end_and_its_report_renders(tmp_path, ray_local):
     from cotsweep.sweep.engine import launch
 

@@ -15,18 +15,8 @@ from sweep_support import ledger_rows, losses, sweep_file
 
 import cotsweep  # noqa: F401  (sets Ray's environment before ray is imported)
 from cotsweep.cli import main as cli
-from cotsweep.sweep import cluster
 from cotsweep.sweep.engine import launch, resume, status
 from cotsweep.sweep.grid import expand
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    """One embedded Ray (2 CPUs, loopback) for the module; the engine joins it."""
-    started = cluster.connect(num_cpus=2)
-    yield
-    if started:
-        cluster.shutdown()
 
 
 def run(path: Path, d: Path, *overrides: str, **kw) -> object:

@@ -67,21 +67,12 @@ _CHAIN = re.compile(r"^(seq|flip)_(\d+)$")
 _BRANCH = re.compile(r"^branch_(\d+)_bf(\d+)$")
 
 
-def _cfg(r: TrialRecord, key: str, default: object = None) -> object:
-    node: object = r.config
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return default
-        node = node[part]
-    return node
-
-
 def encoding_of(r: TrialRecord) -> str:
-    return str(r.axes.get("pos_encoding", _cfg(r, "model.pos_encoding", "?")))
+    return str(r.axes.get("pos_encoding", r.setting("model.pos_encoding", "?")))
 
 
 def mix_of(r: TrialRecord) -> str:
-    return str(r.axes.get("task.mix", _cfg(r, "task.mix", "?")))
+    return str(r.axes.get("task.mix", r.setting("task.mix", "?")))
 
 
 def _eval_keys(records: Sequence[TrialRecord]) -> list[str]:

@@ -43,22 +43,13 @@ SIZE_COLOURS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"
 Y_TOP = 1.6  # normalised errors above this are no better than guessing 0; the axis stops there
 
 
-def _cfg(r: TrialRecord, key: str, default: object = None) -> object:
-    node: object = r.config
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return default
-        node = node[part]
-    return node
-
-
 def mixture_of(r: TrialRecord) -> str:
-    return str(_cfg(r, "task.mixture", r.axes.get("task.mixture", "?")))
+    return str(r.setting("task.mixture", r.axes.get("task.mixture", "?")))
 
 
 def size_of(r: TrialRecord) -> str:
     """A model size as layers × heads × width, e.g. ``12L×8H×256``."""
-    return f"{_cfg(r, 'model.depth', r.axes.get('depth', '?'))}L×{_cfg(r, 'model.heads', '?')}H×{_cfg(r, 'model.width', '?')}"
+    return f"{r.setting('model.depth', r.axes.get('depth', '?'))}L×{r.setting('model.heads', '?')}H×{r.setting('model.width', '?')}"
 
 
 def _size_key(size: str) -> tuple:

@@ -72,15 +72,15 @@ class TrialRecord:
     def task(self) -> str | None:
         return self.axes.get("task")
 
+    def setting(self, key: str, default: Any = None) -> Any:
+        """A value of the trial's config by dotted key (``model.pos_encoding``), or ``default``."""
+        return _dig(self.config, key, default)
+
     def value(self, metric: str = "acc") -> float | None:
         """A final figure from result.json (``acc``, ``chain_acc``, ``eval.acc`` ...), if done."""
         if not self.done:
             return None
-        node: Any = self.result
-        for part in metric.split("."):
-            if not isinstance(node, dict) or part not in node:
-                return None
-            node = node[part]
+        node = _dig(self.result, metric, None)
         return (
             float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else None
         )
@@ -291,3 +291,12 @@ def grid_values(records: Iterable[TrialRecord], axis: str) -> list:
         return sorted(vals, key=lambda s: (order.get(s, 9), str(s)))
     nums = sorted(v for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool))
     return nums + sorted((v for v in vals if v not in nums), key=str)
+
+
+def _dig(node: Any, key: str, default: Any) -> Any:
+    """``node[a][b]`` for the dotted key ``a.b``, or ``default`` where a part is missing."""
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
