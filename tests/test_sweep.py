@@ -119,6 +119,91 @@ def test_data_parallel_trial_matches_one_worker(tmp_path, ray_local):
     assert json.loads((two / "trials" / tid / "result.json").read_text())["world_size"] == 2
 
 
+def test_two_node_cluster_loses_a_node_and_every_trial_still_finishes(tmp_path):
+    sw = sweep_file(
+        tmp_path, "nodes", {"task": "modadd", "seed": "0,1,2,3"}, steps=600, ckpt=50, eval_every=300
+    )
+    d = tmp_path / "sweep"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).parent / "multinode_driver.py"), str(sw), str(d)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["killed"], "the worker node was never lost: the test proved nothing"
+    assert summary["ok"] and summary["counts"]["done"] == 4, summary
+    rows = ledger_rows(d)
+    assert max(r["attempts"] for r in rows.values()) >= 2  # the lost node's trial ran again
+    for tid in rows:  # and continued from its checkpoint to the full run
+        assert json.loads((d / "trials" / tid / "result.json").read_text())["steps"] == 600
+
+
+def test_ctrl_c_checkpoints_running_trials_and_returns_them_to_pending(tmp_path):
+    sw = sweep_file(
+        tmp_path,
+        "ctrlc",
+        {"task": "modadd", "seed": "0,1,2"},
+        steps=4000,
+        ckpt=1000,
+        eval_every=2000,
+    )
+    d = tmp_path / "sweep"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    cmd = [
+        sys.executable,
+        "-m",
+        "cotsweep.cli",
+        "launch",
+        str(sw),
+        "--dir",
+        str(d),
+        "--no-progress",
+        "--no-report",
+        "--max-concurrent",
+        "2",
+    ]
+    driver = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if any(
+                len(losses(t)) >= 5 for t in d.glob("trials/*") if (t / "metrics.jsonl").exists()
+            ):
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("no trial started training")
+        os.killpg(driver.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: the whole group
+        out, _ = driver.communicate(timeout=60)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+    assert driver.returncode == 130, out
+    rows = ledger_rows(d)
+    assert {r["state"] for r in rows.values()} == {
+        "pending"
+    }  # none running, none failed, none lost
+    stopped = [t for t in d.glob("trials/*") if (t / "metrics.jsonl").exists()]
+    assert stopped and all((t / "ckpt" / "last.pt").exists() for t in stopped)
+    step_at_stop = {t.name: losses(t)[-1][0] for t in stopped}
+    assert resume(d, progress=False).ok  # and nothing was lost: every trial finishes
+    for t in stopped:
+        steps = [s for s, _ in losses(t)]
+        assert steps == sorted(set(steps)) and steps[-1] == 4000 and step_at_stop[t.name] < 4000
+
+
 # ---------------------------------------------------------------- bad input
 @pytest.mark.parametrize(
     "args, message",

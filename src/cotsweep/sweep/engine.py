@@ -215,8 +215,11 @@ class Driver:
                             step=res.get("steps"),
                             wall_s=res.get("wall_time_s"),
                         )
-                    elif status == "interrupted":
-                        col.update(state="pending", step=out.get("step"))
+                    elif status == "interrupted" or (
+                        self._interrupts and status in ("error", "lost")
+                    ):
+                        # stopped on request, or broken by the Ctrl-C itself: it runs again later
+                        col.update(state="pending", step=out.get("step"), error=out.get("error"))
                     else:
                         retry = (
                             status in ("error", "lost")

@@ -73,6 +73,8 @@ def execute(cfg_yaml: str, stop_file: str | None, dist: tuple[int, int, str] | N
         return outcome("diverged", trial_dir, error=str(e), step=e.step)
     except TrialInterrupted as e:
         return outcome("interrupted", trial_dir, step=e.step)
+    except KeyboardInterrupt:  # a terminal's Ctrl-C reaches the workers too: back to pending
+        return outcome("interrupted", trial_dir)
     except Exception as e:  # any failure of the trial's own code is recorded, not raised
         return outcome(
             "error",
