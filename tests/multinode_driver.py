@@ -17,13 +17,12 @@ import threading
 import time
 from pathlib import Path
 
-import cotsweep  # noqa: F401  (Ray's environment before ray is imported)
-from ray.cluster_utils import Cluster
-
-from cotsweep.sweep.engine import launch
+from cotsweep.sweep.engine import launch  # first: sets Ray's environment before ray is imported
 
 
 def main(sweep_file: str, sweep_dir: str) -> None:
+    from ray.cluster_utils import Cluster
+
     d = Path(sweep_dir)
     cluster = Cluster(
         initialize_head=True,
