@@ -154,6 +154,7 @@ def _driver_kw(args: argparse.Namespace) -> dict:
         "address": args.address,
         "max_concurrent": args.max_concurrent,
         "progress": not args.no_progress,
+        "dashboard": args.dashboard,
     }
 
 
@@ -318,6 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--no-progress", action="store_true", help="no progress bar")
         q.add_argument(
             "--no-report", action="store_true", help="do not write the report at the end"
+        )
+        q.add_argument(
+            "--dashboard",
+            action="store_true",
+            help="embedded Ray: start its dashboard, on loopback",
         )
 
     la = sub.add_parser("launch", help="run a named sweep (or extend it)")

@@ -123,9 +123,11 @@ class Driver:
         max_concurrent: int | None = None,
         progress: bool = True,
         num_cpus: float | None = None,
+        dashboard: bool = False,
         on_event: Callable[[str, dict], None] | None = None,
     ):
         self.ledger = ledger
+        self.dashboard = dashboard
         self.address = address
         self.max_concurrent = max_concurrent
         self.progress = progress
@@ -140,7 +142,9 @@ class Driver:
         if not rows:  # nothing to do: no need to start Ray
             return Outcome(dir=self.ledger.dir, counts=self.ledger.counts())
         _offline_notice(rows, self.ledger.dir)
-        started_ray = cluster.connect(self.address, num_cpus=self.num_cpus)
+        started_ray = cluster.connect(
+            self.address, num_cpus=self.num_cpus, dashboard=self.dashboard
+        )
         remote_one = ray.remote(_execute_one)
         remote_group = ray.remote(_execute_group)
         resources = cluster.cluster_resources()
