@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -66,3 +69,32 @@ def losses(trial_dir: Path) -> list[tuple[int, float]]:
 
 def dedent(s: str) -> str:
     return textwrap.dedent(s)
+
+
+def start_driver(
+    sweep: Path, sweep_dir: Path, max_concurrent: int, capture: bool = False
+) -> subprocess.Popen:
+    """`cotsweep launch` in its own process and process group, as a user's terminal runs it."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    cmd = [
+        sys.executable,
+        "-m",
+        "cotsweep.cli",
+        "launch",
+        str(sweep),
+        "--dir",
+        str(sweep_dir),
+        "--no-progress",
+        "--no-report",
+        "--max-concurrent",
+        str(max_concurrent),
+    ]
+    out = subprocess.PIPE if capture else subprocess.DEVNULL
+    return subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT if capture else subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sweep_support import ledger_rows, losses, sweep_file
+from sweep_support import ledger_rows, losses, start_driver, sweep_file
 
 import cotsweep  # noqa: F401  (sets Ray's environment before ray is imported)
 from cotsweep.cli import main as cli
@@ -152,28 +152,7 @@ def test_ctrl_c_checkpoints_running_trials_and_returns_them_to_pending(tmp_path)
         eval_every=2000,
     )
     d = tmp_path / "sweep"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    cmd = [
-        sys.executable,
-        "-m",
-        "cotsweep.cli",
-        "launch",
-        str(sw),
-        "--dir",
-        str(d),
-        "--no-progress",
-        "--no-report",
-        "--max-concurrent",
-        "2",
-    ]
-    driver = subprocess.Popen(
-        cmd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    driver = start_driver(sw, d, max_concurrent=2, capture=True)
     try:
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -267,26 +246,7 @@ def test_sigkilled_driver_then_resume_reruns_no_finished_trial(tmp_path):
         eval_every=150,
     )
     d = tmp_path / "sweep"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    driver = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cotsweep.cli",
-            "launch",
-            str(sw),
-            "--dir",
-            str(d),
-            "--no-progress",
-            "--no-report",
-            "--max-concurrent",
-            "1",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    driver = start_driver(sw, d, max_concurrent=1)
     try:
         deadline = time.time() + 180
         while time.time() < deadline:
