@@ -28,8 +28,7 @@ from cotsweep import files
 from cotsweep.sweep import cluster
 from cotsweep.sweep.grid import Trial, config_yaml, expand, sweep_name
 from cotsweep.sweep.ledger import Ledger, LedgerLocked, TrialRow
-
-HEARTBEAT_EVERY_S = 5.0
+from cotsweep.sweep.stream import Finished, RayStream
 
 
 @dataclass
@@ -156,110 +155,26 @@ class Driver:
         limit = self.max_concurrent or (
             len(rows) if (self.address or os.environ.get("RAY_ADDRESS")) else 2 * capacity
         )
-        queue = list(rows)
-        tries: dict[str, int] = {}
-        inflight: dict[Any, TrialRow] = {}
-        started_at: dict[str, float] = {}
-        failures: list[dict] = []
-        ran = 0
+        self._failures: list[dict] = []
+        self._ran = 0
         old_handler = signal.signal(signal.SIGINT, self._on_sigint) if _main_thread() else None
-        bar = _Bar(self.ledger, len(rows), enabled=self.progress)
-        last_beat = time.monotonic()
+        self._bar = bar = _Bar(self.ledger, len(rows), enabled=self.progress)
+        stream: RayStream[TrialRow] = RayStream(
+            self.ledger,
+            key=lambda r: r.id,
+            submit=lambda r: self._submit(
+                row_view(r), r.config, remote_one, remote_group, cluster_gpus
+            ),
+            finish=self._finish,
+            limit=limit,
+            heartbeat=self._heartbeats,
+            stopping=lambda: self._interrupts,
+            on_round=lambda running: bar.refresh(running=running),
+        )
         try:
-            while queue or inflight:
-                if self._interrupts >= 2:
-                    for ref in inflight:
-                        ray.cancel(ref, force=True)
-                    self.ledger.update(
-                        [(r.id, {"state": "pending"}) for r in inflight.values()],
-                        [(r.id, "cancelled", "second Ctrl-C") for r in inflight.values()],
-                    )
-                    inflight.clear()
-                    break
-                submit = []
-                while queue and len(inflight) < limit and not self._interrupts:
-                    row = queue.pop(0)
-                    cfg = row_view(row)
-                    tries[row.id] = tries.get(row.id, 0) + 1
-                    ref = self._submit(cfg, row.config, remote_one, remote_group, cluster_gpus)
-                    inflight[ref] = row
-                    started_at[row.id] = time.time()
-                    submit.append(
-                        (row.id, {"state": "running", "started": started_at[row.id], "error": None})
-                    )
-                if submit:
-                    self.ledger.update(submit, [(tid, "submitted", None) for tid, _ in submit])
-                if self._interrupts and not inflight:
-                    break
-                if not inflight:
-                    continue
-                # wake on the first result, then take every other one already finished
-                ready, rest = ray.wait(list(inflight), num_returns=1, timeout=0.5)
-                if ready and rest:
-                    more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
-                    ready += more
-                changes, events = [], []
-                for ref in ready:
-                    row = inflight.pop(ref)
-                    out = _get(ref)
-                    status = out["status"]
-                    ran += status in ("done", "error", "diverged", "lost")
-                    col: dict[str, Any] = {
-                        "attempts": out.get("attempts", 0),
-                        "host": out.get("host"),
-                    }
-                    if status == "done":
-                        res = out["result"]
-                        col.update(
-                            state="done",
-                            ended=time.time(),
-                            error=None,
-                            error_kind=None,
-                            traceback=None,
-                            step=res.get("steps"),
-                            wall_s=res.get("wall_time_s"),
-                        )
-                    elif status == "interrupted" or (
-                        self._interrupts and status in ("error", "lost")
-                    ):
-                        # stopped on request, or broken by the Ctrl-C itself: it runs again later
-                        col.update(state="pending", step=out.get("step"), error=out.get("error"))
-                    else:
-                        retry = (
-                            status in ("error", "lost")
-                            and tries[row.id] < _max_attempts(row)
-                            and not self._interrupts
-                        )
-                        col.update(
-                            state="pending" if retry else "failed",
-                            ended=time.time(),
-                            error=out.get("error"),
-                            error_kind=status,
-                            traceback=out.get("traceback"),
-                            step=out.get("step"),
-                        )
-                        if retry:
-                            queue.append(row)
-                        else:
-                            failures.append(
-                                {
-                                    "id": row.id,
-                                    "error": out.get("error"),
-                                    "kind": status,
-                                    "overrides": row.overrides,
-                                }
-                            )
-                    changes.append((row.id, col))
-                    events.append((row.id, status, out.get("error")))
-                    bar.advance(status, col["state"])
-                    if self.on_event:
-                        self.on_event(status, {"id": row.id, **out})
-                if changes:
-                    self.ledger.update(changes, events)
-                if time.monotonic() - last_beat > HEARTBEAT_EVERY_S:
-                    last_beat = time.monotonic()
-                    self._heartbeats(inflight.values())
-                bar.refresh(running=len(inflight))
+            stream.run(rows)
+            if stream.inflight:  # a second Ctrl-C
+                stream.cancel("second Ctrl-C")
         finally:
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
@@ -270,10 +185,57 @@ class Driver:
         return Outcome(
             dir=self.ledger.dir,
             counts=self.ledger.counts(),
-            ran=ran,
+            ran=self._ran,
             interrupted=self._interrupts > 0,
-            failures=failures,
+            failures=self._failures,
         )
+
+    def _finish(self, row: TrialRow, ref: Any, tries: int, started: float) -> Finished:
+        """A trial's outcome as ledger columns, and whether it runs again."""
+        out = _get(ref)
+        status = out["status"]
+        self._ran += status in ("done", "error", "diverged", "lost")
+        col: dict[str, Any] = {"attempts": out.get("attempts", 0), "host": out.get("host")}
+        retry = False
+        if status == "done":
+            res = out["result"]
+            col.update(
+                state="done",
+                ended=time.time(),
+                error=None,
+                error_kind=None,
+                traceback=None,
+                step=res.get("steps"),
+                wall_s=res.get("wall_time_s"),
+            )
+        elif status == "interrupted" or (self._interrupts and status in ("error", "lost")):
+            # stopped on request, or broken by the Ctrl-C itself: it runs again later
+            col.update(state="pending", step=out.get("step"), error=out.get("error"))
+        else:
+            retry = (
+                status in ("error", "lost") and tries < _max_attempts(row) and not self._interrupts
+            )
+            col.update(
+                state="pending" if retry else "failed",
+                ended=time.time(),
+                error=out.get("error"),
+                error_kind=status,
+                traceback=out.get("traceback"),
+                step=out.get("step"),
+            )
+            if not retry:
+                self._failures.append(
+                    {
+                        "id": row.id,
+                        "error": out.get("error"),
+                        "kind": status,
+                        "overrides": row.overrides,
+                    }
+                )
+        self._bar.advance(status, col["state"])
+        if self.on_event:
+            self.on_event(status, {"id": row.id, **out})
+        return Finished(col, status, retry)
 
     def _submit(
         self, cfg: Any, cfg_yaml: str, remote_one: Any, remote_group: Any, cluster_gpus: float

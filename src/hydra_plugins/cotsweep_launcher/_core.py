@@ -68,6 +68,7 @@ from cotsweep import files
 from cotsweep.sweep import cluster
 from cotsweep.sweep.ids import trial_id
 from cotsweep.sweep.ledger import Ledger, LedgerLocked, TrialRow
+from cotsweep.sweep.stream import Finished, RayStream
 
 if TYPE_CHECKING:
     from hydra_plugins.cotsweep_launcher.cotsweep_launcher import CotsweepLauncher
@@ -76,7 +77,6 @@ log = logging.getLogger(__name__)
 
 RETURN_FILE = "return.pkl"
 TRACEBACK_TAIL = 4000
-BEAT_EVERY_S = 5.0
 
 # what a job of an application that is not a cotsweep trial gets
 DEFAULT_CPUS, DEFAULT_GPUS, DEFAULT_ATTEMPTS, DEFAULT_RETRIES = 1.0, 0.0, 2, 3
@@ -393,69 +393,38 @@ class _Batch:
         state_ref = ray.put(Singleton.get_state())
         cwd = os.getcwd()
 
-        queue = list(to_run)
-        tries: dict[int, int] = {}
         attempts = {pos: self.rows[self.jobs[pos].id].attempts for pos in to_run}
-        started: dict[int, float] = {}
-        inflight: dict[Any, int] = {}
-        last_beat = time.monotonic()
+
+        def submit(pos: int) -> Any:
+            job = self.jobs[pos]
+            return remote.options(
+                num_cpus=float(_setting(launcher, job, "num_cpus", "resources.cpus", DEFAULT_CPUS)),
+                num_gpus=_gpus(launcher, job, cluster_gpus),
+                max_retries=int(
+                    _setting(launcher, job, "max_retries", "resources.max_retries", DEFAULT_RETRIES)
+                ),
+            ).remote(job.config, task_ref, context_ref, state_ref, cwd)
+
+        def finish(pos: int, ref: Any, tries: int, started: float) -> Finished:
+            attempts[pos] += 1
+            col, event, retry = self._finished(ref, pos, tries, started)
+            col["attempts"] = attempts[pos]
+            return Finished(col, event, retry)
+
+        stream: RayStream[int] = RayStream(
+            self.ledger,
+            key=lambda pos: self.jobs[pos].id,
+            submit=submit,
+            finish=finish,
+            limit=limit,
+            heartbeat=self._heartbeats,
+        )
         try:
-            while queue or inflight:
-                submitted = []
-                while queue and len(inflight) < limit:
-                    pos = queue.pop(0)
-                    job = self.jobs[pos]
-                    ref = remote.options(
-                        num_cpus=float(
-                            _setting(launcher, job, "num_cpus", "resources.cpus", DEFAULT_CPUS)
-                        ),
-                        num_gpus=_gpus(launcher, job, cluster_gpus),
-                        max_retries=int(
-                            _setting(
-                                launcher,
-                                job,
-                                "max_retries",
-                                "resources.max_retries",
-                                DEFAULT_RETRIES,
-                            )
-                        ),
-                    ).remote(job.config, task_ref, context_ref, state_ref, cwd)
-                    inflight[ref] = pos
-                    tries[pos] = tries.get(pos, 0) + 1
-                    started[pos] = time.time()
-                    submitted.append(
-                        (job.id, {"state": "running", "started": started[pos], "error": None})
-                    )
-                if submitted:
-                    self.ledger.update(
-                        submitted, [(tid, "submitted", None) for tid, _ in submitted]
-                    )
-                ready, _ = ray.wait(list(inflight), num_returns=1, timeout=BEAT_EVERY_S)
-                changes, events = [], []
-                for ref in ready:
-                    pos = inflight.pop(ref)
-                    job = self.jobs[pos]
-                    attempts[pos] += 1
-                    col, event, retry = self._finished(ref, pos, tries[pos], started[pos])
-                    col["attempts"] = attempts[pos]
-                    changes.append((job.id, col))
-                    events.append((job.id, event, col.get("error")))
-                    if retry:
-                        queue.append(pos)
-                if changes:
-                    self.ledger.update(changes, events)
-                if time.monotonic() - last_beat > BEAT_EVERY_S:
-                    last_beat = time.monotonic()
-                    self._heartbeats(inflight.values())
+            stream.run(to_run)
         except BaseException:
             # Ctrl-C (or any error of the driver): what runs is stopped and goes back to
             # pending; trials keep their checkpoints, so a relaunch continues them
-            for ref in inflight:
-                ray.cancel(ref, force=True)
-            self.ledger.update(
-                [(self.jobs[p].id, {"state": "pending"}) for p in inflight.values()],
-                [(self.jobs[p].id, "cancelled", "launcher interrupted") for p in inflight.values()],
-            )
+            stream.cancel("launcher interrupted")
             raise
 
     def _heartbeats(self, positions: Any) -> None:

@@ -1,0 +1,115 @@
+"""The ray.wait loop that the sweep driver and the Hydra launcher share.
+
+Submit up to ``limit`` items, wake on the first finished one and take every
+other one already finished, record each batch of outcomes in the ledger in one
+transaction, requeue what the caller says to retry, and beat the running
+trials' heartbeats now and then. What an item is, how it is submitted and what
+its outcome means stay with the caller (``submit`` and ``finish``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from cotsweep.sweep.ledger import Ledger
+
+HEARTBEAT_EVERY_S = 5.0
+T = TypeVar("T")
+
+
+@dataclass
+class Finished:
+    """What a finished item means: its ledger columns, an event name, and whether to run it again."""
+
+    columns: dict[str, Any]
+    event: str
+    retry: bool = False
+
+
+class RayStream(Generic[T]):
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        key: Callable[[T], Hashable],
+        submit: Callable[[T], Any],
+        finish: Callable[[T, Any, int, float], Finished],
+        limit: int,
+        heartbeat: Callable[[list[T]], None] | None = None,
+        stopping: Callable[[], int] = lambda: 0,
+        on_round: Callable[[int], None] | None = None,
+    ):
+        self.ledger, self.key, self.submit, self.finish = ledger, key, submit, finish
+        self.limit, self.heartbeat, self.stopping, self.on_round = (
+            limit,
+            heartbeat,
+            stopping,
+            on_round,
+        )
+        self.inflight: dict[Any, T] = {}  # ref -> item; what is left here when run() stops early
+
+    def run(self, queue: list[T]) -> None:
+        """Until every item is finished (retries included), or ``stopping()`` says so.
+
+        ``stopping() == 1``: submit nothing more, wait for what runs; ``>= 2``: return at once.
+        """
+        import ray
+
+        queue = list(queue)
+        tries: dict[Hashable, int] = {}
+        started: dict[Hashable, float] = {}
+        last_beat = time.monotonic()
+        while queue or self.inflight:
+            if self.stopping() >= 2:
+                return
+            submitted = []
+            while queue and len(self.inflight) < self.limit and not self.stopping():
+                item = queue.pop(0)
+                k = self.key(item)
+                tries[k] = tries.get(k, 0) + 1
+                started[k] = time.time()
+                self.inflight[self.submit(item)] = item
+                submitted.append((k, {"state": "running", "started": started[k], "error": None}))
+            if submitted:
+                self.ledger.update(submitted, [(k, "submitted", None) for k, _ in submitted])
+            if not self.inflight:
+                if self.stopping():
+                    return
+                continue
+            # wake on the first result, then take every other one already finished
+            ready, rest = ray.wait(list(self.inflight), num_returns=1, timeout=0.5)
+            if ready and rest:
+                more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+                ready += more
+            changes, events = [], []
+            for ref in ready:
+                item = self.inflight.pop(ref)
+                k = self.key(item)
+                done = self.finish(item, ref, tries[k], started[k])
+                changes.append((k, done.columns))
+                events.append((k, done.event, done.columns.get("error")))
+                if done.retry:
+                    queue.append(item)
+            if changes:
+                self.ledger.update(changes, events)
+            if self.heartbeat is not None and time.monotonic() - last_beat > HEARTBEAT_EVERY_S:
+                last_beat = time.monotonic()
+                self.heartbeat(list(self.inflight.values()))
+            if self.on_round is not None:
+                self.on_round(len(self.inflight))
+
+    def cancel(self, why: str) -> None:
+        """Stop what runs at once; it goes back to pending (its checkpoints stay)."""
+        import ray
+
+        for ref in self.inflight:
+            ray.cancel(ref, force=True)
+        items = list(self.inflight.values())
+        self.ledger.update(
+            [(self.key(i), {"state": "pending"}) for i in items],
+            [(self.key(i), "cancelled", why) for i in items],
+        )
+        self.inflight.clear()
