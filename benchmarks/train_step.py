@@ -46,7 +46,7 @@ import torch
 
 from cotsweep import files
 from cotsweep.compose import compose_trial
-from cotsweep.trial import build_model, resolve_device, run_trial, validate
+from cotsweep.trial import build_model, build_optimizer, resolve_device, run_trial, validate
 
 # bf16 dense tensor-core peaks (no sparsity), TFLOP/s, by a substring of the device's name;
 # the first match wins, so the more specific names come first.
@@ -117,13 +117,7 @@ def bare_step(cfg: Any, warmup: int, steps: int) -> dict[str, float]:
     torch.manual_seed(0)
     model = build_model(cfg, task).to(device)
     bf16 = t.precision == "bf16" or (t.precision == "auto" and device.type == "cuda")
-    opt = torch.optim.AdamW(
-        model.parameters(),
-        lr=t.lr,
-        betas=(t.beta1, t.beta2),
-        weight_decay=t.weight_decay,
-        fused=device.type == "cuda",
-    )
+    opt = build_optimizer(model, t, device)
     gen = torch.Generator(device=device).manual_seed(0)
     batch = task.train_batch(t.batch_size, gen, device, 1)
 

@@ -126,6 +126,19 @@ def build_model(cfg: DictConfig, task: Task) -> GPT:
     )
 
 
+def build_optimizer(
+    model: torch.nn.Module, t: DictConfig, device: torch.device
+) -> torch.optim.AdamW:
+    """AdamW as every trial uses it (fused kernels on CUDA)."""
+    return torch.optim.AdamW(
+        model.parameters(),
+        lr=t.lr,
+        betas=(t.beta1, t.beta2),
+        weight_decay=t.weight_decay,
+        fused=device.type == "cuda",
+    )
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -194,12 +207,14 @@ def run_trial(
     Diverged on a non-finite loss (checkpoints before it stay), and
     TrialInterrupted after checkpointing when ``should_stop`` turns true.
     """
+    from cotsweep.sweep.ids import trial_id
+
     task = validate(cfg)
+    tid = trial_id(cfg)
     out = Path(out_dir or cfg.run.out_dir)
     dctx = dist_ctx or DistContext()
-    resolved = OmegaConf.to_yaml(cfg, resolve=True)
     existing = out / files.CONFIG
-    if existing.exists() and not _same_trial(existing, cfg):
+    if existing.exists() and trial_id(OmegaConf.load(existing)) != tid:
         raise ConfigError(
             "run.out_dir", str(out), "holds a different trial; choose another directory"
         )
@@ -207,23 +222,17 @@ def run_trial(
     if done is not None:
         return done
     if dctx.is_main:
-        files.atomic_write(existing, resolved)
+        files.atomic_write(existing, OmegaConf.to_yaml(cfg, resolve=True))
     if not task.trains:
-        return _run_simulation(cfg, task, out, dctx, tracker)
-    return _train(cfg, task, out, dctx, should_stop or (lambda: False), tracker, progress)
+        return _run_simulation(cfg, tid, task, out, dctx, tracker)
+    return _train(cfg, tid, task, out, dctx, should_stop or (lambda: False), tracker, progress)
 
 
-def _same_trial(path: Path, cfg: DictConfig) -> bool:
-    from cotsweep.sweep.ids import trial_id
-
-    return trial_id(OmegaConf.load(path)) == trial_id(cfg)
-
-
-def _run_simulation(cfg, task, out: Path, dctx: DistContext, tracker) -> dict:
+def _run_simulation(cfg, tid: str, task, out: Path, dctx: DistContext, tracker) -> dict:
     t0 = time.time()
     result = task.simulate(seed=cfg.seed)
     result.update(wall_time_s=time.time() - t0, stop_reason="completed", device="cpu")
-    result = _with_axes(cfg, result)
+    result = _with_axes(cfg, tid, result)
     if dctx.is_main:
         files.write_json(out / files.RESULT, result)
         if tracker is not None:
@@ -232,11 +241,9 @@ def _run_simulation(cfg, task, out: Path, dctx: DistContext, tracker) -> dict:
     return result
 
 
-def _with_axes(cfg: DictConfig, result: dict) -> dict:
-    from cotsweep.sweep.ids import trial_id
-
+def _with_axes(cfg: DictConfig, tid: str, result: dict) -> dict:
     return {
-        "trial_id": trial_id(cfg),
+        "trial_id": tid,
         "task": cfg.task.name,
         "setting": Setting(cfg.setting).value,
         "depth": cfg.model.depth,
@@ -246,7 +253,9 @@ def _with_axes(cfg: DictConfig, result: dict) -> dict:
     }
 
 
-def _train(cfg, task: Task, out: Path, dctx: DistContext, should_stop, tracker, progress) -> dict:
+def _train(
+    cfg, tid: str, task: Task, out: Path, dctx: DistContext, should_stop, tracker, progress
+) -> dict:
     t, run = cfg.train, cfg.run
     device = resolve_device(run.device)
     if device.type == "cuda" and dctx.world > 1:
@@ -261,13 +270,7 @@ def _train(cfg, task: Task, out: Path, dctx: DistContext, should_stop, tracker, 
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     bf16 = t.precision == "bf16" or (t.precision == "auto" and device.type == "cuda")
-    opt = torch.optim.AdamW(
-        model.parameters(),
-        lr=t.lr,
-        betas=(t.beta1, t.beta2),
-        weight_decay=t.weight_decay,
-        fused=device.type == "cuda",
-    )
+    opt = build_optimizer(model, t, device)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, t))
     gen = torch.Generator(device=device).manual_seed(stream_seed(cfg.seed, "train"))
 
@@ -451,7 +454,7 @@ def _train(cfg, task: Task, out: Path, dctx: DistContext, should_stop, tracker, 
         "world_size": dctx.world,
         "stop_reason": stop_reason,
     }
-    result = _with_axes(cfg, result)
+    result = _with_axes(cfg, tid, result)
     if dctx.is_main:
         files.write_json(out / files.RESULT, result)
         if tracker is not None:
