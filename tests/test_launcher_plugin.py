@@ -31,7 +31,7 @@ from sweep_support import ledger_rows
 import cotsweep  # noqa: F401  (sets Ray's environment before Ray starts)
 from cotsweep import files, hydra_app
 from cotsweep.compose import compose_trial
-from cotsweep.sweep.ids import trial_id
+from cotsweep.ids import trial_id
 
 # a real trial, as small as a trial gets: tiny model, a few steps, short inputs
 TRIAL = [

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from wandb_env import all_bytes_under, wandb_sandbox_fixture  # noqa: F401  (registers the fixture)
 
 from cotsweep import files, tracking
-from cotsweep.sweep.ids import trial_id
+from cotsweep.ids import trial_id
 from cotsweep.trial import TrialInterrupted, run_trial
 
 matplotlib.use("Agg")

@@ -14,12 +14,36 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-from cotsweep.config import conf_dir, register_configs, sweeps_dir
+from cotsweep.config import (
+    ModelConfig,
+    ResourcesConfig,
+    RunConfig,
+    TrackingConfig,
+    TrainConfig,
+    TrialConfig,
+    conf_dir,
+    sweeps_dir,
+)
+from cotsweep.tasks import TASKS
 
 _registered = False
+
+
+def register_configs() -> None:
+    """Every config group's schema in Hydra's ConfigStore; each task brings its own."""
+    cs = ConfigStore.instance()
+    cs.store(name="trial_schema", node=TrialConfig)
+    for name, entry in TASKS.items():
+        cs.store(group="task", name=f"{name}_schema", node=entry.schema)
+    cs.store(group="model", name="model_schema", node=ModelConfig)
+    cs.store(group="train", name="train_schema", node=TrainConfig)
+    cs.store(group="run", name="run_schema", node=RunConfig)
+    cs.store(group="resources", name="resources_schema", node=ResourcesConfig)
+    cs.store(group="tracking", name="tracking_schema", node=TrackingConfig)
 
 
 def _register() -> None:

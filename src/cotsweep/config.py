@@ -1,6 +1,7 @@
-"""Typed schemas for every config group, registered with Hydra's ConfigStore.
+"""Typed schemas for every config group, as plain dataclasses.
 
-A typo in an override (``model.dept=2``) or a value of the wrong type
+:func:`cotsweep.compose.register_configs` stores them in Hydra's ConfigStore
+(with each task's own schema from the task registry), so that a typo in an override (``model.dept=2``) or a value of the wrong type
 (``model.depth=two``) fails at composition, with Hydra's own message naming the
 key. Checks that a type cannot express (depth >= 1, heads divide width, the
 sequence fits the context) live in :func:`cotsweep.trial.validate`, which runs
@@ -21,7 +22,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 
@@ -141,20 +141,6 @@ class TrialConfig:
 
 # keys that never change a trial's result: left out of its id
 NON_RESULT_KEYS = ("run", "resources", "tracking", "sweep", "hydra")
-
-
-def register_configs() -> None:
-    cs = ConfigStore.instance()
-    cs.store(name="trial_schema", node=TrialConfig)
-    from cotsweep.tasks import TASKS
-
-    for name, entry in TASKS.items():
-        cs.store(group="task", name=f"{name}_schema", node=entry.schema)
-    cs.store(group="model", name="model_schema", node=ModelConfig)
-    cs.store(group="train", name="train_schema", node=TrainConfig)
-    cs.store(group="run", name="run_schema", node=RunConfig)
-    cs.store(group="resources", name="resources_schema", node=ResourcesConfig)
-    cs.store(group="tracking", name="tracking_schema", node=TrackingConfig)
 
 
 def conf_dir() -> Path:

@@ -58,6 +58,13 @@ def read_json(path: Path) -> Any | None:
         return None
 
 
+def load_yaml(text: str) -> dict:
+    """A trial config's YAML (as OmegaConf.to_yaml wrote it), parsed with libyaml where present (4x faster)."""
+    import yaml
+
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
 def read_jsonl(path: Path) -> list[dict]:
     """Every complete line; a torn last line (a crash mid-write) is dropped."""
     rows = []

@@ -23,7 +23,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from cotsweep.config import register_configs
+from cotsweep.compose import register_configs
 
 # the trial schemas must be in the ConfigStore before @hydra.main composes conf/config.yaml
 register_configs()
@@ -48,7 +48,7 @@ def run(cfg: DictConfig) -> dict:
     the cotsweep launcher retries the job, then records it failed.
     """
     from cotsweep import files
-    from cotsweep.sweep.ids import trial_id
+    from cotsweep.ids import trial_id
     from cotsweep.tracking import open_tracker
     from cotsweep.trial import run_trial
 

@@ -27,8 +27,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from cotsweep import files
 from cotsweep.config import PosEncoding, Setting
+from cotsweep.errors import ConfigError
+from cotsweep.ids import trial_id
 from cotsweep.model import GPT, GPTConfig
-from cotsweep.tasks import ConfigError, Task, make_task
+from cotsweep.tasks import Task, make_task
 
 
 class Diverged(RuntimeError):
@@ -207,8 +209,6 @@ def run_trial(
     Diverged on a non-finite loss (checkpoints before it stay), and
     TrialInterrupted after checkpointing when ``should_stop`` turns true.
     """
-    from cotsweep.sweep.ids import trial_id
-
     task = validate(cfg)
     tid = trial_id(cfg)
     out = Path(out_dir or cfg.run.out_dir)

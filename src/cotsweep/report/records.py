@@ -19,11 +19,8 @@ import yaml
 
 from cotsweep import files
 from cotsweep.config import NON_RESULT_KEYS
+from cotsweep.ledger import LEDGER
 
-# libyaml's loader where built: a large sweep has thousands of config files
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-LEDGER = "ledger.sqlite"
 TRIALS = "trials"
 
 # Trial states as a report sees them. The ledger's four, plus what files alone can say.
@@ -188,7 +185,7 @@ def _load_yaml(path: Path) -> dict:
 
 def _load_yaml_text(text: str) -> dict:
     try:
-        data = yaml.load(text, Loader=_YAML_LOADER)
+        data = files.load_yaml(text)
     except yaml.YAMLError:
         return {}
     return data if isinstance(data, dict) else {}

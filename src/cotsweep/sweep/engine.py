@@ -12,7 +12,6 @@ checkpoints.
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import time
@@ -25,9 +24,9 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from cotsweep import files
+from cotsweep.ledger import Ledger, LedgerLocked, TrialRow
 from cotsweep.sweep import cluster
 from cotsweep.sweep.grid import Trial, config_yaml, expand, sweep_name
-from cotsweep.sweep.ledger import Ledger, LedgerLocked, TrialRow
 from cotsweep.sweep.stream import Finished, RayStream
 
 
@@ -325,17 +324,10 @@ def row_view(row: TrialRow) -> Any:
     """
     view = getattr(row, "_view", None)
     if view is None:
-        data = load_yaml(row.config)
+        data = files.load_yaml(row.config)
         view = OmegaConf.create({k: data.get(k) for k in _VIEW_KEYS})
         object.__setattr__(row, "_view", view)
     return view
-
-
-def load_yaml(text: str) -> dict:
-    """YAML written by OmegaConf.to_yaml, parsed with libyaml where present (4x faster)."""
-    import yaml
-
-    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def _main_thread() -> bool:
@@ -432,48 +424,4 @@ def resume(
         return Driver(ledger, **driver_kw).run(rows)
     finally:
         ledger.release()
-        ledger.close()
-
-
-def status(sweep_dir: Path) -> dict:
-    """Counts per state, per-axis breakdown, failures with their errors, ETA — stable JSON."""
-    ledger = Ledger(Path(sweep_dir))
-    try:
-        rows = ledger.trials()
-        counts = ledger.counts()
-        axes: dict[str, dict[str, dict[str, int]]] = {}
-        for r in rows:
-            for k, v in r.axes.items():
-                axes.setdefault(k, {}).setdefault(str(v), dict.fromkeys(counts, 0))[r.state] += 1
-        axes = {k: v for k, v in axes.items() if len(v) > 1}  # only what varies is an axis
-        failures = [
-            {
-                "id": r.id,
-                "kind": r.error_kind,
-                "error": r.error,
-                "attempts": r.attempts,
-                "overrides": r.overrides,
-                "traceback_tail": (r.traceback or "").strip().splitlines()[-1:] or None,
-            }
-            for r in rows
-            if r.state == "failed"
-        ]
-        walls = [r.wall_s for r in rows if r.state == "done" and r.wall_s]
-        remaining = counts["pending"] + counts["running"]
-        driver = ledger.driver()
-        eta = None
-        if walls and remaining:
-            parallel = max(1, counts["running"])
-            eta = sorted(walls)[len(walls) // 2] * math.ceil(remaining / parallel)
-        return {
-            "sweep": ledger.get_meta("name"),
-            "dir": str(ledger.dir),
-            "total": len(rows),
-            "counts": counts,
-            "axes": axes,
-            "failures": failures,
-            "eta_s": eta,
-            "driver": driver,
-        }
-    finally:
         ledger.close()

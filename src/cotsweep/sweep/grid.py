@@ -30,8 +30,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from cotsweep.compose import UnknownSweep, compose_trial, sweep_search_path
 from cotsweep.config import conf_dir
-from cotsweep.sweep.ids import trial_id
-from cotsweep.tasks import ConfigError
+from cotsweep.errors import ConfigError, describe_error
+from cotsweep.ids import trial_id
 
 
 class GridError(ValueError):
@@ -63,7 +63,7 @@ def grid_points(name_or_path: str, overrides: list[str]) -> list[list[str]]:
                 raise GridError(f"{o.input_line}: hydra.* keys cannot be set per trial")
         batches = BasicSweeper.split_arguments(parsed, None)
     except HydraException as e:
-        raise GridError(_explain(e)) from e
+        raise GridError(describe_error(e)) from e
     points = batches[0] if batches else []
     if not points:
         raise GridError(
@@ -93,7 +93,7 @@ def expand(name_or_path: str, overrides: list[str], sweep_dir: Path) -> list[Tri
             try:
                 ConfigLoaderImpl._apply_overrides_to_config(value_ov, cfg)
             except (HydraException, OmegaConfBaseException) as e:
-                raise GridError(_explain(e)) from e
+                raise GridError(describe_error(e)) from e
             try:
                 validate(cfg)
             except ConfigError as e:
@@ -115,7 +115,7 @@ def _compose(overrides: list[str], return_hydra_config: bool = False) -> DictCon
     except UnknownSweep:
         raise
     except (HydraException, OmegaConfBaseException) as e:
-        raise GridError(_explain(e)) from e
+        raise GridError(describe_error(e)) from e
 
 
 def _plain(axes: dict) -> dict:
@@ -123,12 +123,6 @@ def _plain(axes: dict) -> dict:
         k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
         for k, v in axes.items()
     }
-
-
-def _explain(e: BaseException) -> str:
-    from cotsweep.cli import describe_error
-
-    return describe_error(e)
 
 
 def config_yaml(cfg: DictConfig) -> str:

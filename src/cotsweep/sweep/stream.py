@@ -14,7 +14,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from cotsweep.sweep.ledger import Ledger
+from cotsweep.ledger import Ledger
 
 HEARTBEAT_EVERY_S = 5.0
 T = TypeVar("T")

@@ -24,6 +24,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from cotsweep import files
+from cotsweep.ids import trial_id
 
 TRACEBACK_TAIL = 4000
 
@@ -41,11 +42,10 @@ def execute(cfg_yaml: str, stop_file: str | None, dist: tuple[int, int, str] | N
     """Run one trial (or one rank of it) in this process; returns its outcome."""
     import torch
 
-    from cotsweep.sweep.engine import load_yaml
     from cotsweep.tracking import open_tracker
     from cotsweep.trial import DistContext, Diverged, StopSignal, TrialInterrupted, run_trial
 
-    cfg = OmegaConf.create(load_yaml(cfg_yaml))
+    cfg = OmegaConf.create(files.load_yaml(cfg_yaml))
     trial_dir = Path(cfg.run.out_dir)
     rank, world = (dist[0], dist[1]) if dist else (0, 1)
     if rank == 0:
@@ -58,8 +58,6 @@ def execute(cfg_yaml: str, stop_file: str | None, dist: tuple[int, int, str] | N
     tracker = None
     try:
         if rank == 0:
-            from cotsweep.sweep.ids import trial_id
-
             tracker = open_tracker(cfg, trial_dir, trial_id(cfg))
         result = run_trial(
             cfg,

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from cotsweep.config import Setting
+from cotsweep.errors import ConfigError
 
 IGNORE = -100  # label of a position with no loss
 
@@ -107,14 +108,6 @@ class Task:
         """Raise ConfigError naming the bad key; called before anything is written."""
         if self.cfg.length < 1:
             raise ConfigError("task.length", self.cfg.length, "must be >= 1")
-
-
-class ConfigError(ValueError):
-    """A config value that cannot run, named by its key."""
-
-    def __init__(self, key: str, value: Any, why: str):
-        self.key, self.value = key, value
-        super().__init__(f"{key}={value!r}: {why}")
 
 
 # ---------------------------------------------------------------- serial tasks

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cotsweep.config import Setting
+from cotsweep.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,6 @@ def register(name: str, schema: type):
 
 def make_task(cfg: Any, setting: Setting | str = Setting.base):
     """The task named by ``cfg.name``, built from its config and the setting."""
-    from cotsweep.tasks.base import ConfigError
-
     entry = TASKS.get(cfg.name)
     if entry is None:
         raise ConfigError(

@@ -4,7 +4,7 @@ Each job is one trial of cotsweep's sweep engine:
 
 1. every job is composed first (``load_sweep_config``, as Hydra's own launchers
    do) and given its id, the trial id of its config without the ``hydra`` node
-   (:func:`cotsweep.sweep.ids.trial_id`); a bad override raises here, before
+   (:func:`cotsweep.ids.trial_id`); a bad override raises here, before
    the ledger is written;
 2. the jobs are recorded in the ledger of the sweep directory
    (``hydra.sweep.dir``/ledger.sqlite) under the sweep's driver lock; ids
@@ -65,9 +65,9 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from cotsweep import files
+from cotsweep.ids import trial_id
+from cotsweep.ledger import Ledger, LedgerLocked, TrialRow
 from cotsweep.sweep import cluster
-from cotsweep.sweep.ids import trial_id
-from cotsweep.sweep.ledger import Ledger, LedgerLocked, TrialRow
 from cotsweep.sweep.stream import Finished, RayStream
 
 if TYPE_CHECKING:

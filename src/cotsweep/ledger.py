@@ -96,17 +96,22 @@ def exists(sweep_dir: Path) -> bool:
 
 
 class Ledger:
-    def __init__(self, sweep_dir: Path | str, create: bool = False):
+    def __init__(self, sweep_dir: Path | str, create: bool = False, read_only: bool = False):
+        """The sweep's ledger; ``read_only`` opens it for readers such as ``status``,
+        which then write nothing (not even the schema) and never wait on the driver's lock."""
         self.dir = Path(sweep_dir)
         path = self.dir / LEDGER
         if not create and not path.exists():
             raise FileNotFoundError(f"no sweep at {self.dir} (no {LEDGER})")
+        self._owner = False
+        if read_only:
+            self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+            return
         self.dir.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path, timeout=30, isolation_level=None)  # explicit transactions
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
-        self._owner = False
 
     def close(self) -> None:
         self.db.close()
@@ -185,18 +190,29 @@ class Ledger:
             return db.total_changes - before
 
     def trials(self, states: Iterable[str] | None = None) -> list[TrialRow]:
-        sql = "SELECT " + ", ".join(TrialRow.__dataclass_fields__) + " FROM trials"
-        args: tuple = ()
-        if states is not None:
-            states = tuple(states)
-            sql += f" WHERE state IN ({','.join('?' * len(states))})"
-            args = states
+        fields = list(TrialRow.__dataclass_fields__)
         out = []
-        for r in self.db.execute(sql + " ORDER BY created, id", args):
-            d = dict(zip(TrialRow.__dataclass_fields__, r, strict=True))
+        for r in self.select(fields, states):
+            d = dict(zip(fields, r, strict=True))
             d["overrides"], d["axes"] = json.loads(d["overrides"]), json.loads(d["axes"])
             out.append(TrialRow(**d))
         return out
+
+    def select(self, columns: Iterable[str], states: Iterable[str] | None = None) -> list[tuple]:
+        """Raw values of a few columns of every trial (in ``states``), in creation order.
+
+        For readers that need little of each row of a big ledger (``status`` never
+        reads the configs, most of its bytes); JSON columns come back as text.
+        """
+        columns = list(columns)
+        unknown = set(columns) - set(TrialRow.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"no such ledger columns: {sorted(unknown)}")
+        sql, args = f"SELECT {', '.join(columns)} FROM trials", ()
+        if states is not None:
+            args = tuple(states)
+            sql += f" WHERE state IN ({','.join('?' * len(args))})"
+        return self.db.execute(sql + " ORDER BY created, id", args).fetchall()
 
     def counts(self) -> dict[str, int]:
         c = dict.fromkeys(STATES, 0)

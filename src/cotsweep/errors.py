@@ -1,0 +1,35 @@
+"""Errors every layer raises or explains, with no dependencies of their own.
+
+They live at the bottom of the package so that the layers above can refuse bad
+input with one message, named by its key, without importing each other: the
+task files raise :class:`ConfigError`, grid expansion and the CLI both turn
+Hydra's and OmegaConf's exceptions into one line with :func:`describe_error`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config value that cannot run, named by its key."""
+
+    def __init__(self, key: str, value: Any, why: str):
+        self.key, self.value = key, value
+        super().__init__(f"{key}={value!r}: {why}")
+
+
+def describe_error(e: BaseException | None) -> str:
+    """Hydra's message and the OmegaConf cause under it, which names the key and value."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        msg = str(e).strip()
+        # OmegaConf also raises its unfilled message templates ("Invalid value '$VALUE'")
+        if msg and msg not in parts and "$VALUE" not in msg and "$KEY" not in msg:
+            parts.append(msg)
+        if "full_key" in msg:  # OmegaConf's own message names the key: enough
+            break
+        e = e.__cause__ or e.__context__
+    return "\n  ".join(parts)

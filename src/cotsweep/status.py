@@ -1,0 +1,106 @@
+"""`cotsweep status`: what a sweep's ledger says, read without importing torch, Hydra or Ray.
+
+This module stands on the bottom layer alone (the ledger), so the command
+answers in a fraction of a second on a ledger of any size while a sweep runs.
+
+The ETA comes from measured throughput, not from how many trials are marked
+running (the driver keeps up to two trials per CPU in flight, so that count
+says how many are queued in Ray, not how many train at once). Each finished
+trial was in the driver's hands from ``started`` to ``ended``; the union of
+those intervals is the time the sweep was actually being worked on (gaps
+between a stop and a resume do not count). Trials finished per second of it is
+the throughput, and remaining trials divided by it is the ETA. While a driver
+is live, only the trials of its own session are counted (once it has finished
+any), so a resume on another cluster is not judged by the last one. The same
+intervals give the real concurrency: the trials' own wall time over that busy
+time, i.e. how many trained side by side on average.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from cotsweep.ledger import STALE_AFTER_S, Ledger
+
+
+def status(sweep_dir: Path | str, now: float | None = None) -> dict:
+    """Counts per state, per-axis breakdown, failures with their errors, ETA — stable JSON."""
+    now = time.time() if now is None else now
+    ledger = Ledger(Path(sweep_dir), read_only=True)
+    try:
+        counts = ledger.counts()
+        points = ledger.select(("state", "axes"))
+        spans = ledger.select(("started", "ended", "wall_s"), states=("done", "failed"))
+        failed = ledger.trials(("failed",))
+        driver = ledger.driver()
+        name = ledger.get_meta("name")
+    finally:
+        ledger.close()
+    axes: dict[str, dict[str, dict[str, int]]] = {}
+    for state, point in points:
+        for k, v in json.loads(point).items():
+            axes.setdefault(k, {}).setdefault(str(v), dict.fromkeys(counts, 0))[state] += 1
+    axes = {k: v for k, v in axes.items() if len(v) > 1}  # only what varies is an axis
+    failures = [
+        {
+            "id": r.id,
+            "kind": r.error_kind,
+            "error": r.error,
+            "attempts": r.attempts,
+            "overrides": r.overrides,
+            "traceback_tail": (r.traceback or "").strip().splitlines()[-1:] or None,
+        }
+        for r in failed
+    ]
+    live = driver is not None and now - driver["heartbeat"] < STALE_AFTER_S
+    pace = throughput(spans, session_start=driver["started"] if live else None)
+    remaining = counts["pending"] + counts["running"]
+    eta = remaining / pace["per_s"] if remaining and pace["per_s"] else None
+    return {
+        "sweep": name,
+        "dir": str(ledger.dir),
+        "total": len(points),
+        "counts": counts,
+        "axes": axes,
+        "failures": failures,
+        "eta_s": eta,
+        "throughput_per_min": pace["per_s"] * 60 if pace["per_s"] else None,
+        "concurrency": pace["concurrency"],
+        "driver": driver,
+    }
+
+
+def throughput(
+    spans: list[tuple[float | None, float | None, float | None]],
+    session_start: float | None = None,
+) -> dict:
+    """Finished trials per second of busy time, and how many trained at once on average.
+
+    ``spans``: (started, ended, wall_s) of the finished trials. ``session_start``:
+    a live driver's start; its session's trials alone are counted when it has
+    finished any.
+    """
+    finished = [(s, e, w) for s, e, w in spans if s is not None and e is not None]
+    start = float("-inf")
+    if session_start is not None:
+        current = [(s, e, w) for s, e, w in finished if e >= session_start]
+        if current:
+            finished, start = current, session_start
+    busy = union_length([(max(s, start), e) for s, e, _ in finished])
+    if not finished or busy <= 0:
+        return {"per_s": None, "concurrency": None}
+    walls = sum(w or 0.0 for _, _, w in finished)
+    return {"per_s": len(finished) / busy, "concurrency": walls / busy if walls else None}
+
+
+def union_length(spans: list[tuple[float, float]]) -> float:
+    """Total length covered by the intervals (overlaps counted once)."""
+    total, end = 0.0, float("-inf")
+    for a, b in sorted(spans):
+        if b <= end:
+            continue
+        total += b - max(a, end)
+        end = b
+    return total
