@@ -29,10 +29,13 @@ LAYERS: list[tuple[str, ...]] = [
         "cotsweep.config",
         "cotsweep.conf",
         "cotsweep.sweeps",
+        "cotsweep.secret_guard",  # (issue 11, landing) what may not be written: omegaconf only
+        "cotsweep.plain_pickle",  # (issue 9, landing) a restricted reader: stdlib only
     ),
     # the light verbs: on the bottom layer alone
     ("cotsweep.status",),
-    ("cotsweep.tasks", "cotsweep.model", "cotsweep.tracking"),
+    # determinism: (issue 8, landing) torch's thread and determinism set-up of a trial
+    ("cotsweep.tasks", "cotsweep.model", "cotsweep.tracking", "cotsweep.determinism"),
     ("cotsweep.trial", "cotsweep.compose"),
     ("cotsweep.sweep",),
     ("cotsweep.report", "cotsweep.hydra_app", "hydra_plugins"),
