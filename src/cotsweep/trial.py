@@ -30,7 +30,7 @@ from cotsweep.config import PosEncoding, Setting
 from cotsweep.errors import ConfigError
 from cotsweep.ids import trial_id
 from cotsweep.model import GPT, GPTConfig
-from cotsweep.tasks import Task, make_task
+from cotsweep.tasks import Batch, Task, make_task
 
 
 class Diverged(RuntimeError):
@@ -253,177 +253,268 @@ def _with_axes(cfg: DictConfig, tid: str, result: dict) -> dict:
     }
 
 
-def _train(
-    cfg, tid: str, task: Task, out: Path, dctx: DistContext, should_stop, tracker, progress
-) -> dict:
-    t, run = cfg.train, cfg.run
-    device = resolve_device(run.device)
+# ---------------------------------------------------------------- what a trial trains
+@dataclass
+class Training:
+    """The model (and its data-parallel wrapper), optimiser, schedule and data stream of a trial."""
+
+    model: GPT
+    net: torch.nn.Module  # what the step calls: the model, or its DistributedDataParallel
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    gen: torch.Generator  # the training stream; evaluation draws from its own
+    device: torch.device
+    bf16: bool
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+
+def build_training(cfg: DictConfig, task: Task, dctx: DistContext) -> Training:
+    t = cfg.train
+    device = resolve_device(cfg.run.device)
     if device.type == "cuda" and dctx.world > 1:
         device = torch.device("cuda", torch.cuda.current_device())
-    torch.manual_seed(
-        stream_seed(cfg.seed, "init")
-    )  # initial weights (and dropout) from the trial seed
+    # initial weights (and dropout) from the trial seed
+    torch.manual_seed(stream_seed(cfg.seed, "init"))
     model = build_model(cfg, task).to(device)
     net: torch.nn.Module = model
     if dctx.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    bf16 = t.precision == "bf16" or (t.precision == "auto" and device.type == "cuda")
     opt = build_optimizer(model, t, device)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, t))
-    gen = torch.Generator(device=device).manual_seed(stream_seed(cfg.seed, "train"))
+    return Training(
+        model=model,
+        net=net,
+        opt=opt,
+        sched=torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, t)),
+        gen=torch.Generator(device=device).manual_seed(stream_seed(cfg.seed, "train")),
+        device=device,
+        bf16=t.precision == "bf16" or (t.precision == "auto" and device.type == "cuda"),
+    )
 
-    state = {"step": 0, "tokens": 0, "wall": 0.0, "streak": 0, "eval": {}}
-    ckpt_path = out / files.CKPT
-    resume_step = None
-    if ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        sched.load_state_dict(ck["sched"])
-        gen.set_state(ck["gen"].cpu())
-        torch.set_rng_state(ck["rng_cpu"].cpu())
-        if device.type == "cuda" and ck.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(ck["rng_cuda"].cpu())
-        state = ck["state"]
-        resume_step = state["step"]
-    log = files.MetricsLog(out / files.METRICS, resume_step) if dctx.is_main else None
-    if tracker is not None and dctx.is_main:
-        tracker.start(resume_step)
 
-    def checkpoint() -> None:
-        if not dctx.is_main:
-            return
-        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save(
-            {
-                "model": model.state_dict(),
-                "opt": opt.state_dict(),
-                "sched": sched.state_dict(),
-                "gen": gen.get_state(),
-                "rng_cpu": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
-                "state": state,
-            },
-            tmp,
-        )
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, ckpt_path)
+# ---------------------------------------------------------------- checkpoints
+def fresh_state() -> dict:
+    """What a checkpoint holds beside the tensors: the step, counters, the early-stop streak,
+    the last evaluation, and (between log steps) the loss window."""
+    return {"step": 0, "tokens": 0, "wall": 0.0, "streak": 0, "eval": {}}
 
-    def emit(step: int, metrics: dict) -> None:
-        log.write(step, metrics)
-        if tracker is not None:
-            tracker.log(metrics, step)
 
-    def evaluate(step: int) -> dict:
-        model.eval()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            egen = torch.Generator(device=device).manual_seed(stream_seed(cfg.seed, "eval"))
-            ev = task.evaluate(model, t.eval_size, egen, device)
-        model.train()
-        ev = {f"eval/{k}": v for k, v in ev.items()}
-        emit(step, ev)
-        return ev
+def load_checkpoint(path: Path, tr: Training) -> dict | None:
+    """Restore model, optimiser, schedule, data stream and RNGs; returns the saved state."""
+    if not path.exists():
+        return None
+    ck = torch.load(path, map_location=tr.device, weights_only=False)
+    tr.model.load_state_dict(ck["model"])
+    tr.opt.load_state_dict(ck["opt"])
+    tr.sched.load_state_dict(ck["sched"])
+    tr.gen.set_state(ck["gen"].cpu())
+    torch.set_rng_state(ck["rng_cpu"].cpu())
+    if tr.device.type == "cuda" and ck.get("rng_cuda") is not None:
+        torch.cuda.set_rng_state(ck["rng_cuda"].cpu())
+    return ck["state"]
 
-    per_rank = t.batch_size // dctx.world
-    shard = slice(dctx.rank * per_rank, (dctx.rank + 1) * per_rank)
-    flops_tok = functools.lru_cache(maxsize=None)(model.flops_per_token)  # by sequence length
-    loss_sum = torch.zeros((), device=device)
-    first_bad = torch.full((), -1, dtype=torch.long, device=device)
-    n_loss, stop_reason = 0, "completed"
-    if "loss_window" in state:  # checkpointed between two log steps: continue that window
-        loss_sum += state["loss_window"][0].to(device)
-        n_loss = state["loss_window"][1]
-    t_log, step_log = time.perf_counter(), state["step"]
-    wall_start = time.perf_counter() - state["wall"]
-    last_beat = 0.0
-    model.train()
 
-    def check_finite() -> None:
-        bad = int(first_bad.item())
+def save_checkpoint(path: Path, tr: Training, state: dict) -> None:
+    """Everything needed to continue exactly, written to a temporary file and renamed over."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {
+            "model": tr.model.state_dict(),
+            "opt": tr.opt.state_dict(),
+            "sched": tr.sched.state_dict(),
+            "gen": tr.gen.get_state(),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state() if tr.device.type == "cuda" else None,
+            "state": state,
+        },
+        tmp,
+    )
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- the step
+def train_step(
+    tr: Training, task: Task, t: DictConfig, step: int, shard: slice
+) -> tuple[Batch, torch.Tensor, torch.Tensor]:
+    """One optimiser step on this rank's shard of the global batch.
+
+    Returns the global batch, the loss and the gradient norm, left on the device.
+    """
+    batch = task.train_batch(t.batch_size, tr.gen, tr.device, step)
+    x, y = batch.x[shard], batch.y[shard]
+    mask = batch.mask[shard] if batch.mask is not None else None
+    with tr.autocast():
+        logits = tr.net(x)
+    loss = task.loss(logits, type(batch)(x=x, y=y, mask=mask))
+    tr.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    # the gradient norm is computed anyway (clipping): a finite loss with overflowing
+    # gradients is divergence too, caught before it reaches a checkpoint
+    gnorm = torch.nn.utils.clip_grad_norm_(
+        tr.model.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf")
+    )
+    tr.opt.step()
+    tr.sched.step()
+    return batch, loss.detach(), gnorm
+
+
+class LossWindow:
+    """The training loss summed on the device between log steps, and the first non-finite step.
+
+    Nothing here reads a value back to the host except :meth:`check_finite` and
+    :meth:`mean`, called at log and checkpoint steps only.
+    """
+
+    def __init__(self, device: torch.device, saved: tuple[torch.Tensor, int] | None = None):
+        self.sum = torch.zeros((), device=device)
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        self.n = 0
+        if saved is not None:  # checkpointed between two log steps: continue that window
+            self.sum += saved[0].to(device)
+            self.n = saved[1]
+
+    def add(self, step: int, loss: torch.Tensor, gnorm: torch.Tensor) -> None:
+        finite = torch.isfinite(loss) & torch.isfinite(gnorm)
+        self.first_bad = torch.where((self.first_bad < 0) & ~finite, step, self.first_bad)
+        self.sum += loss
+        self.n += 1
+
+    def check_finite(self) -> None:
+        bad = int(self.first_bad.item())
         if bad >= 0:
             raise Diverged(bad)
+
+    def all_reduce(self, dctx: DistContext) -> None:
+        """The global batch's loss, as one worker would log it (every rank calls this)."""
+        if dctx.world > 1:
+            dist.all_reduce(self.sum)
+            self.sum /= dctx.world
+
+    def mean(self) -> float:
+        return self.sum.item() / self.n
+
+    def reset(self) -> None:
+        self.sum.zero_()
+        self.n = 0
+
+    def saved(self) -> tuple[torch.Tensor, int]:
+        return self.sum.clone(), self.n
+
+
+# ---------------------------------------------------------------- metrics and evaluation
+class MetricsOut:
+    """Where rank 0's metrics go: metrics.jsonl (cut back to the checkpoint on resume) and W&B."""
+
+    def __init__(self, out: Path, resume_step: int | None, tracker: Any):
+        self.log = files.MetricsLog(out / files.METRICS, resume_step)
+        self.tracker = tracker
+        if tracker is not None:
+            tracker.start(resume_step)
+
+    def emit(self, step: int, metrics: dict) -> None:
+        self.log.write(step, metrics)
+        if self.tracker is not None:
+            self.tracker.log(metrics, step)
+
+    def close(self) -> None:
+        self.log.close()
+
+
+def evaluate(tr: Training, task: Task, cfg: DictConfig) -> dict:
+    """The task's evaluation on the trial's fixed evaluation stream, as ``eval/*`` metrics."""
+    tr.model.eval()
+    with tr.autocast():
+        egen = torch.Generator(device=tr.device).manual_seed(stream_seed(cfg.seed, "eval"))
+        ev = task.evaluate(tr.model, cfg.train.eval_size, egen, tr.device)
+    tr.model.train()
+    return {f"eval/{k}": v for k, v in ev.items()}
+
+
+def write_heartbeat(out: Path, step: int) -> None:
+    files.write_json(
+        out / files.HEARTBEAT,
+        {"step": step, "time": time.time(), "host": socket.gethostname(), "pid": os.getpid()},
+    )
+
+
+# ---------------------------------------------------------------- the training loop
+def _train(
+    cfg, tid: str, task: Task, out: Path, dctx: DistContext, should_stop, tracker, progress
+) -> dict:
+    """Build, continue from the checkpoint if there is one, then step until done, early stop or
+    a stop request. Each step: train, then at its cadence log the loss window, evaluate,
+    checkpoint, beat the heartbeat. Host reads happen only at log, eval and checkpoint steps."""
+    t, run = cfg.train, cfg.run
+    tr = build_training(cfg, task, dctx)
+    saved = load_checkpoint(out / files.CKPT, tr)
+    state = saved if saved is not None else fresh_state()
+    resume_step = state["step"] if saved is not None else None
+    metrics = MetricsOut(out, resume_step, tracker) if dctx.is_main else None
+    window = LossWindow(tr.device, state.get("loss_window"))
+    per_rank = t.batch_size // dctx.world
+    shard = slice(dctx.rank * per_rank, (dctx.rank + 1) * per_rank)
+    flops_tok = functools.lru_cache(maxsize=None)(tr.model.flops_per_token)  # by sequence length
+    t_log, step_log = time.perf_counter(), state["step"]
+    wall_start = time.perf_counter() - state["wall"]
+    last_beat, stop_reason = 0.0, "completed"
+    tr.model.train()
 
     step = state["step"]
     try:
         while step < t.steps:
             step += 1
-            batch = task.train_batch(t.batch_size, gen, device, step)
-            x, y = batch.x[shard], batch.y[shard]
-            mask = batch.mask[shard] if batch.mask is not None else None
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = net(x)
-            loss = task.loss(logits, type(batch)(x=x, y=y, mask=mask))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            # the gradient norm is computed anyway (clipping): a finite loss with overflowing
-            # gradients is divergence too, caught before it reaches a checkpoint
-            gnorm = torch.nn.utils.clip_grad_norm_(
-                model.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf")
-            )
-            opt.step()
-            sched.step()
-            ld = loss.detach()
-            finite = torch.isfinite(ld) & torch.isfinite(gnorm)
-            first_bad = torch.where((first_bad < 0) & ~finite, step, first_bad)
-            loss_sum += ld
-            n_loss += 1
+            batch, loss, gnorm = train_step(tr, task, t, step, shard)
+            window.add(step, loss, gnorm)
             state["tokens"] += batch.tokens
             state["flops"] = state.get("flops", 0) + flops_tok(batch.x.shape[1]) * batch.tokens
             state["step"] = step
-
             last = step == t.steps
-            if step % run.log_every == 0 or last:
-                check_finite()
+
+            if step % run.log_every == 0 or last:  # the only host reads of the step
+                window.check_finite()
                 now = time.perf_counter()
-                if dctx.world > 1:  # log the global batch's loss, as one worker would
-                    dist.all_reduce(loss_sum)
-                    loss_sum /= dctx.world
-                if dctx.is_main:
+                window.all_reduce(dctx)
+                if metrics is not None:
                     tps = (step - step_log) * batch.tokens / max(now - t_log, 1e-9)
-                    emit(
+                    metrics.emit(
                         step,
                         {
-                            "train/loss": loss_sum.item() / n_loss,
-                            "train/lr": sched.get_last_lr()[0],
+                            "train/loss": window.mean(),
+                            "train/lr": tr.sched.get_last_lr()[0],
                             "perf/tokens_per_s": tps,
                         },
                     )
-                loss_sum.zero_()
-                n_loss, t_log, step_log = 0, now, step
+                window.reset()
+                t_log, step_log = now, step
             stop_now = False
             if step % t.eval_every == 0 or last:
-                if dctx.is_main:
-                    ev = evaluate(step)
-                    state["eval"] = ev
+                if metrics is not None:
+                    state["eval"] = ev = evaluate(tr, task, cfg)
+                    metrics.emit(step, ev)
                     held = t.early_stop_acc > 0 and ev["eval/acc"] >= t.early_stop_acc
                     state["streak"] = state["streak"] + 1 if held else 0
                     stop_now = held and state["streak"] >= t.early_stop_patience
-                stop_now = _agree(stop_now, dctx, device)
+                stop_now = _agree(stop_now, dctx, tr.device)
             interrupt = (
-                _agree(should_stop(), dctx, device)
+                _agree(should_stop(), dctx, tr.device)
                 if (dctx.world == 1 or step % run.log_every == 0)
                 else False
             )
             if step % run.checkpoint_every == 0 or last or stop_now or interrupt:
-                check_finite()
+                window.check_finite()
                 state["wall"] = time.perf_counter() - wall_start
-                state["loss_window"] = (loss_sum.clone(), n_loss)
-                checkpoint()
+                state["loss_window"] = window.saved()
+                if dctx.is_main:
+                    save_checkpoint(out / files.CKPT, tr, state)
             if dctx.is_main and (time.monotonic() - last_beat > 5 or last):
                 last_beat = time.monotonic()
-                files.write_json(
-                    out / files.HEARTBEAT,
-                    {
-                        "step": step,
-                        "time": time.time(),
-                        "host": socket.gethostname(),
-                        "pid": os.getpid(),
-                    },
-                )
+                write_heartbeat(out, step)
             if progress is not None and dctx.is_main:
                 progress(step, t.steps, state["eval"])
             if stop_now:
@@ -431,35 +522,43 @@ def _train(
                 break
             if interrupt:
                 raise TrialInterrupted(step)
-        if not state["eval"] and dctx.is_main:  # zero steps: still evaluate the initial model
-            state["eval"] = evaluate(step)
+        if not state["eval"] and metrics is not None:  # zero steps: evaluate the initial model
+            state["eval"] = evaluate(tr, task, cfg)
+            metrics.emit(step, state["eval"])
     finally:
-        if log is not None:
-            log.close()
+        if metrics is not None:
+            metrics.close()
     wall = time.perf_counter() - wall_start
-    ev = state["eval"]
-    result = {
-        "acc": ev.get("eval/acc"),
-        "chain_acc": ev.get("eval/chain_acc"),
-        "chain_acc_per_step": ev.get("eval/chain_acc_per_step"),
-        "eval": {k.removeprefix("eval/"): v for k, v in ev.items()},
-        "chance": task.chance(),
-        "steps": step,
-        "wall_time_s": wall,
-        "tokens_seen": state["tokens"],
-        "tokens_per_s": state["tokens"] / max(wall, 1e-9),
-        "params": model.num_params(),
-        "flops": state.get("flops", 0),
-        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        "world_size": dctx.world,
-        "stop_reason": stop_reason,
-    }
-    result = _with_axes(cfg, tid, result)
+    result = _with_axes(cfg, tid, _result(task, tr, state, wall, dctx.world, stop_reason))
     if dctx.is_main:
         files.write_json(out / files.RESULT, result)
         if tracker is not None:
             tracker.summary(result)
     return result
+
+
+def _result(
+    task: Task, tr: Training, state: dict, wall: float, world: int, stop_reason: str
+) -> dict:
+    ev = state["eval"]
+    return {
+        "acc": ev.get("eval/acc"),
+        "chain_acc": ev.get("eval/chain_acc"),
+        "chain_acc_per_step": ev.get("eval/chain_acc_per_step"),
+        "eval": {k.removeprefix("eval/"): v for k, v in ev.items()},
+        "chance": task.chance(),
+        "steps": state["step"],
+        "wall_time_s": wall,
+        "tokens_seen": state["tokens"],
+        "tokens_per_s": state["tokens"] / max(wall, 1e-9),
+        "params": tr.model.num_params(),
+        "flops": state.get("flops", 0),
+        "device": str(tr.device)
+        if tr.device.type == "cpu"
+        else torch.cuda.get_device_name(tr.device),
+        "world_size": world,
+        "stop_reason": stop_reason,
+    }
 
 
 def _agree(flag: bool, dctx: DistContext, device: torch.device) -> bool:
