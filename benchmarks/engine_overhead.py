@@ -463,7 +463,9 @@ def probe_ray_start(reps: int) -> None:
             if mode == "runtime_env":
                 kw["runtime_env"] = {"env_vars": cluster.ray_env()}
             t0 = time.perf_counter()
-            ray.init(**kw)
+            # as cluster.connect starts it: listening on loopback only
+            with cluster.loopback_node():
+                ray.init(**kw)
             t1 = time.perf_counter()
             seen = ray.get(
                 [ray.remote(_worker_probe).options(num_cpus=1).remote() for _ in range(2)]

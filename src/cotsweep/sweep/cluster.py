@@ -1,23 +1,44 @@
 """Every call into Ray's start-up and placement APIs, behind functions of ours.
 
 Ray's APIs for these have churned between releases; the rest of cotsweep calls
-only this module. Embedded Ray binds to loopback only (127.0.0.2: Ray rewrites
-127.0.0.1 to the machine's network address), with no dashboard unless asked,
-and no usage stats: an embedded Ray open to the network is a known way in.
+only this module.
+
+Embedded Ray is reachable from this machine only: every process it starts
+(GCS, raylet, workers, the driver's core worker, the agents, the monitor and
+the API server) listens on 127.0.0.1 and nowhere else. Ray 2.60 binds its
+servers to loopback only when the node's IP is 127.0.0.1 itself, and on Linux
+it rewrites an asked-for 127.0.0.1 to the machine's network address, binding
+all interfaces instead; its Windows/macOS switch (``ENABLE_RAY_CLUSTER``, off
+there to avoid firewall prompts) keeps 127.0.0.1, so it is turned off while
+the embedded Ray starts. Metrics export and the dashboard run only when asked,
+and the cluster gets a token of its own (a new random one per embedded Ray, in
+a 0600 file of a private directory) instead of the shared ~/.ray/auth_token.
+docs/SECURITY.md lists what listens where.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import secrets
+import shutil
 import socket
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-LOOPBACK = "127.0.0.2"
+LOOPBACK = "127.0.0.1"
 
 # Set where unset by importing cotsweep (see cotsweep/__init__.py) and passed to every
 # worker, so that all of Ray's processes agree.
 RAY_ENV_KEYS = ("RAY_USAGE_STATS_ENABLED", "RAY_AUTH_MODE")
+
+# The embedded Ray's own token: its file, and the environment it replaced (restored at shutdown).
+_token_dir: Path | None = None
+_saved_env: dict[str, str | None] = {}
 
 
 def ray_env() -> dict[str, str]:
@@ -58,17 +79,115 @@ def connect(
     # stop Ray from using its prestarted workers (first tasks 1.6 s instead of 0.3 s).
     # address="local": always a new instance. With None, Ray would join any Ray it finds
     # running on this machine (/tmp/ray/ray_current_cluster), someone else's included.
-    ray.init(
-        address="local",
-        _node_ip_address=LOOPBACK,
-        num_cpus=num_cpus,
-        num_gpus=num_gpus,
-        include_dashboard=dashboard,
-        dashboard_host=LOOPBACK,
-        log_to_driver=False,
-        logging_level="WARNING",
-    )
+    _use_env(_embedded_env())
+    try:
+        with loopback_node():
+            ray.init(
+                address="local",
+                _node_ip_address=LOOPBACK,
+                num_cpus=num_cpus,
+                num_gpus=num_gpus,
+                include_dashboard=dashboard,
+                dashboard_host=LOOPBACK,
+                # the agent's Prometheus endpoint (no token) and the workers' metrics: only
+                # for the dashboard, which charts them
+                _system_config={"enable_metrics_collection": dashboard},
+                log_to_driver=False,
+                logging_level="WARNING",
+            )
+    except BaseException:
+        _restore_env()
+        raise
     return True
+
+
+@contextmanager
+def loopback_node() -> Iterator[None]:
+    """While Ray starts a node here: keep the node IP 127.0.0.1, so its servers bind loopback only.
+
+    Ray reads ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` once, at import, into
+    ``ray_constants.ENABLE_RAY_CLUSTER``; with it off, Ray resolves a local
+    node's IP to 127.0.0.1 rather than to the network address. Only during the
+    start: a later join of a real cluster from this process must resolve normally.
+    """
+    import ray._private.ray_constants as ray_constants
+
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
+
+
+def _embedded_env() -> dict[str, str | None]:
+    """The environment of an embedded Ray: its own token, torch.distributed on loopback.
+
+    The raylet and every worker inherit it at start, so all of them load the same
+    token and their rank groups listen on loopback; the driver keeps it until
+    :func:`shutdown`.
+    """
+    global _token_dir
+    _token_dir = Path(tempfile.mkdtemp(prefix="cotsweep-ray-"))  # 0700
+    atexit.register(_remove_token_dir, _token_dir)
+    token = _token_dir / "auth_token"
+    fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))
+    lo = loopback_interface()
+    return {
+        "RAY_AUTH_TOKEN_PATH": str(token),
+        "RAY_AUTH_TOKEN": None,  # it would win over the file (Ray's order: variable, file, home)
+        # gloo's and NCCL's sockets of a data-parallel trial: loopback (their default is
+        # the address the host name resolves to)
+        "GLOO_SOCKET_IFNAME": lo,
+        "NCCL_SOCKET_IFNAME": lo,
+    }
+
+
+def loopback_interface() -> str | None:
+    """The loopback interface's name (``lo`` on Linux, ``lo0`` on macOS)."""
+    return next((n for _, n in socket.if_nameindex() if n.startswith("lo")), None)
+
+
+def token_path() -> Path | None:
+    """The embedded Ray's token file, while one runs from this process."""
+    return _token_dir / "auth_token" if _token_dir is not None else None
+
+
+def _use_env(env: dict[str, str | None]) -> None:
+    for k, v in env.items():
+        _saved_env.setdefault(k, os.environ.get(k))
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    _reset_token_cache()
+
+
+def _restore_env() -> None:
+    global _token_dir
+    for k, v in _saved_env.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    _saved_env.clear()
+    _reset_token_cache()
+    if _token_dir is not None:
+        _remove_token_dir(_token_dir)
+        _token_dir = None
+
+
+def _reset_token_cache() -> None:
+    """Ray caches the token of a process at first use; the next Ray of this process has another."""
+    from ray._raylet import AuthenticationTokenLoader
+
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+def _remove_token_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _passthrough_env() -> dict[str, str]:
@@ -88,6 +207,8 @@ def shutdown() -> None:
 
     if ray.is_initialized():
         ray.shutdown()
+    if _saved_env:
+        _restore_env()
 
 
 def cluster_resources() -> dict[str, float]:
@@ -100,12 +221,6 @@ def node_ip() -> str:
     import ray
 
     return ray.util.get_node_ip_address()
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def placement_group(bundles: list[dict[str, float]], strategy: str = "PACK") -> Any:

@@ -38,8 +38,17 @@ def outcome(status: str, trial_dir: Path, **fields: Any) -> dict:
     }
 
 
-def execute(cfg_yaml: str, stop_file: str | None, dist: tuple[int, int, str] | None = None) -> dict:
-    """Run one trial (or one rank of it) in this process; returns its outcome."""
+def execute(
+    cfg_yaml: str,
+    stop_file: str | None,
+    dist: tuple[int, int, str] | None = None,
+    listen_fd: int | None = None,
+) -> dict:
+    """Run one trial (or one rank of it) in this process; returns its outcome.
+
+    ``dist`` is (rank, world size, rendezvous address); rank 0 serves the
+    rendezvous on ``listen_fd``, a socket already listening there.
+    """
     import torch
 
     from cotsweep.tracking import open_tracker
@@ -53,7 +62,7 @@ def execute(cfg_yaml: str, stop_file: str | None, dist: tuple[int, int, str] | N
     if dist is not None:
         backend = "nccl" if torch.cuda.is_available() and cfg.run.device != "cpu" else "gloo"
         torch.distributed.init_process_group(
-            backend, init_method=dist[2], rank=rank, world_size=world
+            backend, store=_rendezvous(dist[2], rank, world, listen_fd), rank=rank, world_size=world
         )
     tracker = None
     try:
@@ -87,19 +96,48 @@ def execute(cfg_yaml: str, stop_file: str | None, dist: tuple[int, int, str] | N
             torch.distributed.destroy_process_group()
 
 
+def _rendezvous(address: str, rank: int, world: int, listen_fd: int | None) -> Any:
+    """torch.distributed's key-value store of a rank group, served by rank 0.
+
+    torch binds a store it opens itself to every interface; served on a socket
+    opened here (bound to the node's IP, loopback when embedded), it listens
+    nowhere else.
+    """
+    import torch.distributed as dist
+
+    host, port = address.removeprefix("tcp://").rsplit(":", 1)
+    host = host.strip("[]")
+    if rank == 0:
+        assert listen_fd is not None, "rank 0 serves the rendezvous on its listening socket"
+        return dist.TCPStore(host, int(port), world, True, master_listen_fd=listen_fd)
+    return dist.TCPStore(host, int(port), world, False)
+
+
 class RankWorker:
     """One rank of a data-parallel trial (a Ray actor in the trial's placement group)."""
 
+    def __init__(self) -> None:
+        self._listener: socket.socket | None = None
+
     def address(self) -> str:
-        from cotsweep.sweep.cluster import free_port, node_ip
+        """Open the rank group's rendezvous socket (rank 0's actor), on the node's IP only."""
+        from cotsweep.sweep.cluster import node_ip
 
         ip = node_ip()
-        return f"tcp://{ip}:{free_port(ip)}"
+        self._listener = socket.socket(
+            socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM
+        )
+        self._listener.bind((ip, 0))
+        self._listener.listen()
+        port = self._listener.getsockname()[1]
+        return f"tcp://[{ip}]:{port}" if ":" in ip else f"tcp://{ip}:{port}"
 
     def run(
         self, cfg_yaml: str, stop_file: str | None, rank: int, world: int, init_method: str
     ) -> dict:
-        return execute(cfg_yaml, stop_file, (rank, world, init_method))
+        fd = self._listener.detach() if self._listener is not None else None  # the store owns it
+        self._listener = None
+        return execute(cfg_yaml, stop_file, (rank, world, init_method), fd)
 
     def pid(self) -> int:
         return os.getpid()
