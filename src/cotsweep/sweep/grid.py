@@ -74,7 +74,7 @@ def grid_points(name_or_path: str, overrides: list[str]) -> list[list[str]]:
 
 def expand(name_or_path: str, overrides: list[str], sweep_dir: Path) -> list[Trial]:
     """Compose every trial of the sweep (deduplicated by id), validating each one."""
-    from cotsweep.trial import validate
+    from cotsweep.trial import SecretInConfig, validate
 
     name = sweep_name(name_or_path)
     points = grid_points(name_or_path, overrides)
@@ -96,6 +96,8 @@ def expand(name_or_path: str, overrides: list[str], sweep_dir: Path) -> list[Tri
                 raise GridError(describe_error(e)) from e
             try:
                 validate(cfg)
+            except SecretInConfig as e:  # the point itself may show the secret
+                raise GridError(str(e)) from e
             except ConfigError as e:
                 raise GridError(f"trial {' '.join(point)}: {e}") from e
             tid = trial_id(cfg)

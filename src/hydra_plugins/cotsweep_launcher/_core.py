@@ -67,6 +67,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from cotsweep import files
 from cotsweep.ids import trial_id
 from cotsweep.ledger import Ledger, LedgerLocked, TrialRow
+from cotsweep.secret_guard import find_secret
 from cotsweep.sweep import cluster
 from cotsweep.sweep.stream import Finished, RayStream
 
@@ -132,6 +133,9 @@ def _compose(
     with _hydra_config(cfg):
         task = _task_config(cfg)
         tid = trial_id(task)
+    secret = find_secret(task)  # the ledger below holds every job's config, resolved
+    if secret is not None:
+        raise LauncherError(f"job {' '.join(overrides)}: {secret.message}")
     trial = _is_trial(task)
     # HydraConfig.set_config marked the hydra node read-only
     with read_write(cfg.hydra), open_dict(cfg):
