@@ -14,8 +14,8 @@ TINY = """\
 # @package _global_
 defaults:
   - override /model: tiny
-  - override /tracking: none
-train:
+  - override /tracking: {tracking}
+{extra}train:
   steps: {steps}
   eval_every: {eval_every}
   eval_size: 64
@@ -38,11 +38,28 @@ hydra:
 
 
 def sweep_file(
-    tmp: Path, name: str, params: dict, steps: int = 40, ckpt: int = 20, eval_every: int = 20
+    tmp: Path,
+    name: str,
+    params: dict,
+    steps: int = 40,
+    ckpt: int = 20,
+    eval_every: int = 20,
+    tracking: str = "none",
+    extra: str = "",
 ) -> Path:
+    """A tiny sweep file; ``extra`` is YAML put at its top level (ending in a newline)."""
     lines = "\n".join(f"      {k}: {v}" for k, v in params.items())
     path = tmp / f"{name}.yaml"
-    path.write_text(TINY.format(steps=steps, eval_every=eval_every, ckpt=ckpt, params=lines))
+    path.write_text(
+        TINY.format(
+            steps=steps,
+            eval_every=eval_every,
+            ckpt=ckpt,
+            params=lines,
+            tracking=tracking,
+            extra=extra,
+        )
+    )
     return path
 
 

@@ -169,32 +169,13 @@ def test_embedded_ray_has_a_token_of_its_own_that_every_process_uses(ray_local):
 
 
 # ---------------------------------------------------------------- secrets
-WANDB_SWEEP = """\
-# @package _global_
-defaults:
-  - override /model: tiny
-tracking:
-  wandb:
-    mode: offline
-    entity: {entity}
-train:
-  steps: 20
-  eval_every: 10
-  eval_size: 64
-  warmup_steps: 5
-  batch_size: 32
-task:
-  length: 3
-run:
-  log_every: 5
-  checkpoint_every: 10
-  device: cpu
-hydra:
-  sweeper:
-    params:
-      task: modadd
-      seed: 0
-"""
+def wandb_sweep(tmp: Path, name: str, entity: str) -> Path:
+    """A one-trial sweep mirrored to W&B offline, its entity as given."""
+    extra = f"tracking:\n  wandb:\n    mode: offline\n    entity: {entity}\n"
+    params = {"task": "modadd", "seed": "0"}
+    return sweep_file(
+        tmp, name, params, steps=20, ckpt=10, eval_every=10, tracking="wandb", extra=extra
+    )
 
 
 def test_a_real_sweep_writes_no_secret_and_honours_the_umask(
@@ -208,10 +189,8 @@ def test_a_real_sweep_writes_no_secret_and_honours_the_umask(
     monkeypatch.setenv("WANDB_API_KEY", key)
     monkeypatch.setenv("COTSWEEP_TEST_SERVICE_TOKEN", token)
     d = tmp_path / "sweep"
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(WANDB_SWEEP.format(entity="${oc.env:WANDB_API_KEY}"))
-    good = tmp_path / "good.yaml"
-    good.write_text(WANDB_SWEEP.format(entity="null"))
+    bad = wandb_sweep(tmp_path, "bad", "${oc.env:WANDB_API_KEY}")
+    good = wandb_sweep(tmp_path, "good", "null")
     for args, phrase in [
         ([str(bad)], "tracking.wandb.entity='${oc.env:WANDB_API_KEY}'"),
         ([str(good), "tracking.wandb.tags=[${oc.env:COTSWEEP_TEST_SERVICE_TOKEN}]"], "tags[0]"),
