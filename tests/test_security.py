@@ -15,7 +15,6 @@ import stat
 import subprocess
 import sys
 import textwrap
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -77,22 +76,31 @@ def test_only_two_metrics_endpoints_of_the_embedded_ray_answer_without_the_token
     """Ray's HTTP servers ask for the token, its gRPC servers speak no HTTP/1. The exceptions are
     the autoscaler monitor's and the API server's Prometheus endpoints, which Ray 2.60 starts
     with no switch in ray.init (docs/SECURITY.md): loopback only, counters only."""
-    answered = {}
+    answered, asked_for_token = {}, set()
     for s in listeners(os.getpid()):
         if _ray_processes(s.pid).get(s.pid) is None:
             continue  # another kind of process of the test run (none of Ray's)
         for path in ("/", "/metrics", "/api/version", "/api/jobs/"):
+            # straight to the socket: no proxy from the environment, no process-wide opener
+            conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=5)
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{s.port}{path}", timeout=5) as r:
-                    answered[f"{s.command} :{s.port}{path}"] = r.status
+                conn.request("GET", path)
+                status = conn.getresponse().status
             except (OSError, http.client.HTTPException):
-                pass  # 401/404 (HTTPError is an OSError), or not HTTP/1 at all
+                continue  # not HTTP/1 at all (gRPC)
+            finally:
+                conn.close()
+            if status < 400:
+                answered[f"{s.command} :{s.port}{path}"] = status
+            elif status == 401:
+                asked_for_token.add(s.command)
     unexpected = [
         where
         for where in answered
         if "autoscaler/_private/monitor.py" not in where and "dashboard/dashboard.py" not in where
     ]
     assert not unexpected, answered
+    assert any("RuntimeEnvAgent" in c for c in asked_for_token), asked_for_token  # probed for real
 
 
 # ---------------------------------------------------------------- the token
