@@ -11,7 +11,7 @@ is shared and its load drifts; only side-by-side figures mean anything):
   export off, a fresh 0600 token file).
 * ``expand``: composing and validating a grid of N points
   (``cotsweep.sweep.grid.expand``), with the secret check (``after``) and with
-  ``find_secret`` replaced by a no-op (``before``).
+  ``refuse_secrets`` replaced by a no-op (``before``).
 
 Run (docs/BENCHMARKS.md has the figures)::
 
@@ -65,15 +65,15 @@ def expand_time(variant: str, points: int, tmp: Path) -> float:
     import cotsweep.trial as trial
     from cotsweep.sweep.grid import expand
 
-    real = trial.find_secret
+    real = trial.refuse_secrets
     if variant == "before":
-        trial.find_secret = lambda cfg: None
+        trial.refuse_secrets = lambda cfg: None
     try:
         t0 = time.perf_counter()
         n = len(expand(str(HERE / "engine_overhead.yaml"), [f"seed=range(0,{points})"], tmp))
         took = time.perf_counter() - t0
     finally:
-        trial.find_secret = real
+        trial.refuse_secrets = real
     assert n == points
     return took
 

@@ -23,6 +23,7 @@ from sweep_support import sweep_file
 from wandb_env import all_bytes_under, wandb_sandbox_fixture  # noqa: F401  (registers the fixture)
 
 import cotsweep  # noqa: F401  (sets Ray's environment before ray is imported)
+from cotsweep import hydra_app
 from cotsweep.cli import main as cli
 from cotsweep.sweep import cluster
 from cotsweep.sweep.engine import launch
@@ -277,6 +278,35 @@ def test_trial_and_report_files_are_0644_under_umask_022(tmp_path):
     finally:
         os.umask(before)
     assert_modes(d, 0o022)
+
+
+@pytest.mark.usefixtures("hydra_restore_singletons")
+@pytest.mark.parametrize("launcher", ["cotsweep", "basic"])
+def test_hydra_multirun_reading_a_secret_writes_it_nowhere(tmp_path, monkeypatch, launcher):
+    """`cotsweep train -m`: the cotsweep launcher refuses the job before its ledger is written;
+    under Hydra's basic launcher the job itself fails before its trial writes anything."""
+    token = "tok-" + "s3cr3t" * 6
+    monkeypatch.setenv("COTSWEEP_TEST_SERVICE_TOKEN", token)
+    d = tmp_path / "multirun"
+    code = hydra_app.cli(
+        [
+            "-m",
+            "model=tiny",
+            "run.device=cpu",
+            "train.steps=4",
+            "tracking.wandb.mode=offline",
+            "tracking.wandb.entity=${oc.env:COTSWEEP_TEST_SERVICE_TOKEN}",
+            f"hydra/launcher={launcher}",
+            f"hydra.sweep.dir={d}",
+        ]
+    )
+    assert code != 0
+    written = {str(p.relative_to(d)): data for p, data in all_bytes_under(d)}
+    assert "multirun.yaml" in written and "ledger.sqlite" not in written, sorted(written)
+    if launcher == "basic":  # the job ran, and stopped before its trial wrote config or result
+        assert {"0/attempts.jsonl", "0/.hydra/config.yaml"} <= set(written), sorted(written)
+        assert not {"0/config.yaml", "0/result.json"} & set(written), sorted(written)
+    assert not [p for p, data in written.items() if token.encode() in data]
 
 
 def test_a_secret_never_reaches_wandb_even_past_validation(tmp_path, wandb_sandbox, monkeypatch):

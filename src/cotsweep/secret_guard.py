@@ -7,7 +7,9 @@ pasted into a tag) is refused before anything is written, with a message that
 names the key and never shows the secret. Refused, not masked: a masked config
 on disk would no longer be the config that ran, and the secret has no business
 in a config anyway; W&B and Ray read their credentials from the environment
-and their own files.
+and their own files. :func:`refuse_secrets` is called by ``trial.validate``
+(every sweep point and ``cotsweep train``, before anything is written), by the
+Hydra launcher's composition, and by the W&B mirror on its own.
 
 What counts as a secret:
 
@@ -32,6 +34,8 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from cotsweep.errors import ConfigError
+
 _SECRET_NAME = re.compile(r"(^|_)(API_?KEY|KEY|TOKEN|SECRET)$|PASSWORD|PASSWD", re.IGNORECASE)
 _OC_ENV = re.compile(r"\$\{\s*oc\.env\s*:\s*['\"]?([A-Za-z_][A-Za-z0-9_]*)")
 # (what it looks like, pattern): prefixes and shapes the issuers document
@@ -49,15 +53,22 @@ _FORMAT_RES = [(what, re.compile(p)) for what, p in _FORMATS]
 _MIN_SECRET_LEN = 8  # shorter values of secret-named variables ("1", "true") are not matched
 
 
+class SecretInConfig(ConfigError):
+    """The config reads or holds a secret; its message names the key, never the secret."""
+
+
+def refuse_secrets(cfg: DictConfig) -> None:
+    """Raise SecretInConfig if ``cfg`` reads or holds a secret (see the module's doc)."""
+    found = find_secret(cfg)
+    if found is not None:
+        raise SecretInConfig(found.key, found.shown, found.why)
+
+
 @dataclass(frozen=True)
 class SecretFinding:
     key: str  # the config key, dotted
     shown: str  # what may be printed: the interpolation as written, or a description
     why: str
-
-    @property
-    def message(self) -> str:
-        return f"{self.key}={self.shown!r}: {self.why}"
 
 
 def is_secret_name(name: str) -> bool:

@@ -30,7 +30,7 @@ from cotsweep.config import PosEncoding, Setting
 from cotsweep.errors import ConfigError
 from cotsweep.ids import trial_id
 from cotsweep.model import GPT, GPTConfig
-from cotsweep.secret_guard import find_secret
+from cotsweep.secret_guard import refuse_secrets
 from cotsweep.tasks import Batch, Task, make_task
 
 
@@ -51,15 +51,9 @@ class TrialInterrupted(RuntimeError):
 
 
 # ---------------------------------------------------------------- validation
-class SecretInConfig(ConfigError):
-    """The config reads or holds a secret (cotsweep.secret_guard); its message never shows it."""
-
-
 def validate(cfg: DictConfig) -> Task:
     """Refuse a config that cannot run, or would write a secret, naming the key; returns the built task."""
-    secret = find_secret(cfg)
-    if secret is not None:
-        raise SecretInConfig(secret.key, secret.shown, secret.why)
+    refuse_secrets(cfg)
     task = make_task(cfg.task, cfg.setting)
     task.validate()
     if not task.trains:

@@ -32,6 +32,7 @@ from cotsweep.compose import UnknownSweep, compose_trial, sweep_search_path
 from cotsweep.config import conf_dir
 from cotsweep.errors import ConfigError, describe_error
 from cotsweep.ids import trial_id
+from cotsweep.secret_guard import SecretInConfig
 
 
 class GridError(ValueError):
@@ -74,7 +75,7 @@ def grid_points(name_or_path: str, overrides: list[str]) -> list[list[str]]:
 
 def expand(name_or_path: str, overrides: list[str], sweep_dir: Path) -> list[Trial]:
     """Compose every trial of the sweep (deduplicated by id), validating each one."""
-    from cotsweep.trial import SecretInConfig, validate
+    from cotsweep.trial import validate
 
     name = sweep_name(name_or_path)
     points = grid_points(name_or_path, overrides)

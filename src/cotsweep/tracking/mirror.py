@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from cotsweep.secret_guard import find_secret
+from cotsweep.secret_guard import refuse_secrets
 from cotsweep.tracking.mode import notify_offline, resolve_mode
 from cotsweep.tracking.runlog import WANDB_DIR, last_logged_step
 from cotsweep.tracking.runs import finish_run, init_run
@@ -55,9 +55,7 @@ def _sweep_name(cfg: DictConfig) -> str:
 
 
 def _trial_config(cfg: DictConfig, trial_id: str) -> dict:
-    secret = find_secret(cfg)  # the run's files are uploaded by `cotsweep sync`
-    if secret is not None:
-        raise ValueError(secret.message)
+    refuse_secrets(cfg)  # the run's files are uploaded by `cotsweep sync`
     data = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     data.pop("hydra", None)
     data["trial_id"] = trial_id

@@ -67,7 +67,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from cotsweep import files
 from cotsweep.ids import trial_id
 from cotsweep.ledger import Ledger, LedgerLocked, TrialRow
-from cotsweep.secret_guard import find_secret
+from cotsweep.secret_guard import SecretInConfig, refuse_secrets
 from cotsweep.sweep import cluster
 from cotsweep.sweep.stream import Finished, RayStream
 
@@ -133,9 +133,10 @@ def _compose(
     with _hydra_config(cfg):
         task = _task_config(cfg)
         tid = trial_id(task)
-    secret = find_secret(task)  # the ledger below holds every job's config, resolved
-    if secret is not None:
-        raise LauncherError(f"job {' '.join(overrides)}: {secret.message}")
+    try:
+        refuse_secrets(task)  # the ledger below holds every job's config, resolved
+    except SecretInConfig as e:  # the job's overrides may show the secret: not repeated
+        raise LauncherError(str(e)) from e
     trial = _is_trial(task)
     # HydraConfig.set_config marked the hydra node read-only
     with read_write(cfg.hydra), open_dict(cfg):
