@@ -9,7 +9,9 @@ median:
 
 * ``status``: ``cotsweep status DIR`` (the command line a user types);
 * ``status --json``: the same, JSON out;
-* ``import``: only ``from cotsweep.cli import main`` — the light path's import cost;
+* ``import cli``: only ``from cotsweep.cli import main`` — what every verb imports;
+* ``import status``: the CLI and the module ``status`` runs on (``cotsweep.status``;
+  ``cotsweep.sweep.engine`` before issue 12) — the light path's import cost;
 * ``python``: ``python -c pass`` — the interpreter's own floor on this machine.
 
 ``--baseline-src DIR`` runs every variant a second time against another
@@ -32,6 +34,7 @@ import copy
 import json
 import os
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -142,19 +145,34 @@ def command(variant: str, sweep_dir: Path, src: Path) -> list[str]:
     boot = f"import sys; sys.path.insert(0, {str(src)!r}); "
     if variant == "python":
         return [sys.executable, "-c", "pass"]
-    if variant == "import":
+    if variant == "import cli":
         return [sys.executable, "-c", boot + "from cotsweep.cli import main"]
+    if variant == "import status":
+        # before issue 12 status lived in the sweep engine
+        module = (
+            "cotsweep.status"
+            if (src / "cotsweep" / "status.py").exists()
+            else "cotsweep.sweep.engine"
+        )
+        return [sys.executable, "-c", boot + f"from cotsweep.cli import main; import {module}"]
     args = ["status", str(sweep_dir)] + (["--json"] if variant == "status --json" else [])
     return [sys.executable, "-c", boot + "from cotsweep.cli import main; sys.exit(main())", *args]
 
 
-def time_once(cmd: list[str]) -> float:
+def time_once(cmd: list[str]) -> tuple[float, float]:
+    """Wall time and CPU time (user + system) of one run of ``cmd``.
+
+    On a shared machine under load the wall time grows with the queue for the
+    cores; the CPU time barely does, and on an idle machine the two agree.
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:3])} failed ({done.returncode}): {done.stderr[-2000:]}")
-    return wall
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def heavy_imports(sweep_dir: Path, src: Path) -> list[str]:
@@ -188,8 +206,9 @@ def main() -> None:
             print(f"built a {a.trials}-trial ledger in {time.perf_counter() - t0:.1f} s")
         size = (sweep_dir / "ledger.sqlite").stat().st_size / 2**20
         print(f"ledger: {sweep_dir / 'ledger.sqlite'} ({size:.1f} MiB), load {os.getloadavg()}")
-        variants = ("python", "import", "status", "status --json")
+        variants = ("python", "import cli", "import status", "status", "status --json")
         walls: dict[str, dict[str, list[float]]] = {t: {v: [] for v in variants} for t in trees}
+        cpus: dict[str, dict[str, list[float]]] = {t: {v: [] for v in variants} for t in trees}
         for src in trees.values():  # warm the page cache and .pyc files; not timed
             for v in variants:
                 time_once(command(v, sweep_dir, src))
@@ -197,24 +216,27 @@ def main() -> None:
             order = list(trees) if rep % 2 == 0 else list(reversed(trees))
             for name in order:
                 for v in variants:
-                    walls[name][v].append(time_once(command(v, sweep_dir, trees[name])))
+                    wall, cpu = time_once(command(v, sweep_dir, trees[name]))
+                    walls[name][v].append(wall)
+                    cpus[name][v].append(cpu)
         imported = {name: heavy_imports(sweep_dir, src) for name, src in trees.items()}
 
-    print(f"\nmedian wall over {a.reps} runs (s); min-max in brackets")
-    print(
-        f"{'variant':<16}"
-        + "".join(f"{t:>24}" for t in trees)
-        + ("   ratio" if len(trees) > 1 else "")
-    )
-    for v in variants:
-        cells = []
-        for t in trees:
-            w = walls[t][v]
-            cells.append(f"{statistics.median(w):.3f} [{min(w):.3f}-{max(w):.3f}]")
-        line = f"{v:<16}" + "".join(f"{c:>24}" for c in cells)
-        if len(trees) > 1:
-            line += f"   {statistics.median(walls['baseline'][v]) / statistics.median(walls['current'][v]):.1f}x"
-        print(line)
+    for label, figures in (("wall", walls), ("CPU (user + system)", cpus)):
+        print(f"\nmedian {label} over {a.reps} runs (s); min-max in brackets")
+        head = f"{'variant':<16}" + "".join(f"{t:>24}" for t in trees)
+        print(head + ("   ratio" if len(trees) > 1 else ""))
+        for v in variants:
+            cells = []
+            for t in trees:
+                w = figures[t][v]
+                cells.append(f"{statistics.median(w):.3f} [{min(w):.3f}-{max(w):.3f}]")
+            line = f"{v:<16}" + "".join(f"{c:>24}" for c in cells)
+            if len(trees) > 1:
+                ratio = statistics.median(figures["baseline"][v]) / statistics.median(
+                    figures["current"][v]
+                )
+                line += f"   {ratio:.1f}x"
+            print(line)
     for t, mods in imported.items():
         print(f"{t}: status imported {', '.join(mods) if mods else 'none of ' + ', '.join(HEAVY)}")
     if a.json:
@@ -225,6 +247,7 @@ def main() -> None:
                     "reps": a.reps,
                     "load": os.getloadavg(),
                     "walls": walls,
+                    "cpu": cpus,
                     "heavy_imports": imported,
                     "trees": {t: str(s) for t, s in trees.items()},
                 },
