@@ -32,7 +32,7 @@ LAYERS: list[tuple[str, ...]] = [
         "cotsweep.secret_guard",  # (issue 11, landing) what may not be written: omegaconf only
         "cotsweep.plain_pickle",  # (issue 9, landing) a restricted reader: stdlib only
     ),
-    # the light verbs: on the bottom layer alone
+    # the light verbs: on the bottom layer alone (logs, stop, export belong here too)
     ("cotsweep.status",),
     # determinism: (issue 8, landing) torch's thread and determinism set-up of a trial
     ("cotsweep.tasks", "cotsweep.model", "cotsweep.tracking", "cotsweep.determinism"),
