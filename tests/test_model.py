@@ -113,6 +113,24 @@ def test_shapes_and_token_read_in(pos: str) -> None:
     assert untied.read_out.weight is not untied.read_in.weight
 
 
+def test_an_untied_read_out_with_a_bias_is_a_model_option() -> None:
+    """The causal study's GPT-2 puts a read-out of its own, with a bias, on the backbone."""
+    tied = make("none", vocab_size=9)
+    own = make("none", vocab_size=9, tie_readout=False, readout_bias=True)
+    assert tied.read_out.bias is None and tied.read_out.weight is tied.read_in.weight
+    assert own.read_out.weight is not own.read_in.weight and own.read_out.bias is not None
+    assert own.num_params() == tied.num_params() + 9 * 32 + 9
+    x = torch.randint(0, 9, (2, 6))
+    own.train()
+    own(x)[:, -1].sum().backward()
+    assert own.read_out.bias.grad is not None and own.read_in.weight.grad is not None
+    # trained apart: a step on the read-out leaves the embedding's values where they were
+    before = own.read_in.weight.detach().clone()
+    with torch.no_grad():
+        own.read_out.weight.add_(1.0)
+    assert torch.equal(own.read_in.weight, before)
+
+
 def test_a_sequence_longer_than_the_context_is_refused() -> None:
     model = make("learned", vocab_size=5, seq_len=6)
     with pytest.raises(ValueError, match="longer than the model's context"):

@@ -56,6 +56,10 @@ class ModelConfig:
     dropout: float = 0.0
     # context length; 0 = exactly what the task needs
     max_len: int = 0
+    # token tasks: the read-out shares the read-in embedding's weights (false: its own, as GPT-2
+    # heads added on top of a backbone are); readout_bias adds a bias to the read-out
+    tie_readout: bool = True
+    readout_bias: bool = False
 
 
 # ---------------------------------------------------------------- training
@@ -69,6 +73,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     beta1: float = 0.9
     beta2: float = 0.98
+    eps: float = 1e-8  # AdamW's epsilon (torch's default; transformers' AdamW: 1e-6)
     grad_clip: float = 1.0
     eval_every: int = 250
     eval_size: int = 1024

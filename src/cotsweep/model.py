@@ -1,10 +1,11 @@
 """A decoder-only transformer: depth, width, heads, MLP ratio, positional encoding.
 
 Pre-LayerNorm blocks, causal attention through torch's
-``scaled_dot_product_attention``, GELU MLP, weight-tied output for token tasks.
-The read-in is a token embedding (``spec.vocab_size``) or, for tasks that read
-vectors (function learning), a linear map of ``spec.in_dim`` floats; the
-read-out is a linear map to ``spec.out_dim`` (the vocabulary by default).
+``scaled_dot_product_attention``, GELU MLP. The read-in is a token embedding
+(``spec.vocab_size``) or, for tasks that read vectors (function learning), a
+linear map of ``spec.in_dim`` floats; the read-out is a linear map to
+``spec.out_dim`` (the vocabulary by default), weight-tied to the token
+embedding unless ``tie_readout`` is off, with a bias when ``readout_bias``.
 
 Positional encodings: ``learned`` (a table), ``sinusoidal`` (fixed, added at
 the input), ``rope`` (rotary, applied to queries and keys in every layer) and
@@ -35,6 +36,8 @@ class GPTConfig:
     vocab_size: int = 0  # > 0: token read-in
     in_dim: int = 0  # > 0: vector read-in
     out_dim: int = 0  # 0: the vocabulary
+    tie_readout: bool = True  # token read-in and read-out share weights
+    readout_bias: bool = False
 
     @property
     def head_dim(self) -> int:
@@ -126,8 +129,8 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.depth))
         self.ln_f = nn.LayerNorm(c.width)
         out_dim = c.out_dim or c.vocab_size
-        self.read_out = nn.Linear(c.width, out_dim, bias=False)
-        if c.vocab_size and out_dim == c.vocab_size:
+        self.read_out = nn.Linear(c.width, out_dim, bias=c.readout_bias)
+        if c.tie_readout and c.vocab_size and out_dim == c.vocab_size:
             self.read_out.weight = self.read_in.weight  # weight tying
         self.apply(self._init)
         for name, p in self.named_parameters():  # GPT-2's scaled init of residual projections

@@ -73,6 +73,7 @@ def validate(cfg: DictConfig) -> Task:
         ("train.steps", t.steps, t.steps >= 0, "must be >= 0"),
         ("train.batch_size", t.batch_size, t.batch_size >= 1, "must be >= 1"),
         ("train.lr", t.lr, t.lr > 0, "must be > 0"),
+        ("train.eps", t.eps, t.eps > 0, "must be > 0"),
         ("train.eval_every", t.eval_every, t.eval_every >= 1, "must be >= 1"),
         ("train.eval_size", t.eval_size, t.eval_size >= 1, "must be >= 1"),
         (
@@ -126,6 +127,8 @@ def build_model(cfg: DictConfig, task: Task) -> GPT:
             vocab_size=spec.vocab_size,
             in_dim=spec.in_dim,
             out_dim=spec.out_dim,
+            tie_readout=m.tie_readout,
+            readout_bias=m.readout_bias,
         )
     )
 
@@ -138,6 +141,7 @@ def build_optimizer(
         model.parameters(),
         lr=t.lr,
         betas=(t.beta1, t.beta2),
+        eps=t.eps,
         weight_decay=t.weight_decay,
         fused=device.type == "cuda",
     )
