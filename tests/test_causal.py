@@ -27,7 +27,7 @@ from cotsweep.report import ReportContext, build_report, load_trials
 from cotsweep.report.causal import causal_section
 from cotsweep.tasks import IGNORE, ConfigError, make_task
 from cotsweep.tasks.causal import DEFAULT_SUITES, ITOS, STOI, Causal, text_to_tokens, tokens_to_text
-from cotsweep.trial import run_trial
+from cotsweep.trial import build_model, build_optimizer, run_trial
 
 FIXED_WORDS = {"causes", "cause", "Does", "Yes", "No"}
 NAME = re.compile(r"^[A-Za-z0-9]+$")
@@ -71,26 +71,39 @@ def task_for(*overrides: str) -> Causal:
 
 @pytest.fixture(scope="module")
 def task() -> Causal:
-    return task_for()
+    """Independent suites: one graph per question, so every draw is a fresh graph."""
+    return task_for("task.suite_kind=independent")
+
+
+@pytest.fixture(scope="module")
+def official() -> Causal:
+    return task_for("task.suite_kind=official")
 
 
 SUITES = ["train", *DEFAULT_SUITES, "reversal_4"]
 
 
 # ---------------------------------------------------------------- labels and shapes
+@pytest.mark.parametrize("kind", ["independent", "official"])
 @pytest.mark.parametrize("suite", SUITES)
-def test_labels_match_reachability_and_suites_have_their_shape(task: Causal, suite: str) -> None:
+def test_labels_match_reachability_and_suites_have_their_shape(
+    task: Causal, official: Causal, suite: str, kind: str
+) -> None:
+    task = official if kind == "official" else task
     count = 24 if suite in ("seq_50", "flip_50") else 60
     examples = task.suite_examples(suite, count, seed=3)
     assert len(examples) == count
     assert sum(ex.label for ex in examples) == count // 2, "every suite is exactly balanced"
+    assert len({ex.text for ex in examples}) == count, "no question asked twice"
     c = task.cfg
     for ex in examples:
         edges = list(ex.edges)
         x, y = ex.query
         assert ex.label == path_exists(edges, x, y), ex.text
         nodes = {v for e in edges for v in e}
-        assert x != y and x in nodes and y in nodes
+        # official branching suites also ask about nodes no sentence mentions, as published
+        outside_allowed = kind == "official" and suite.startswith("branch")
+        assert x != y and (outside_allowed or (x in nodes and y in nodes))
         assert len(set(edges)) == len(edges)
         for name in nodes:
             assert NAME.match(name) and name not in FIXED_WORDS
@@ -120,6 +133,10 @@ def test_labels_match_reachability_and_suites_have_their_shape(task: Causal, sui
             assert all(not path_exists(edges, b, a) for a, b in edges), (
                 "a causal graph has no cycle"
             )
+            if kind == "official":  # read off an adjacency matrix: grouped by cause node
+                causes = [a for a, _ in edges]
+                runs = [a for i, a in enumerate(causes) if i == 0 or causes[i - 1] != a]
+                assert len(runs) == len(set(runs)), ex.text
         else:  # train, long_names: chains of the training lengths, sentences along the chain
             assert c.min_length <= len(nodes) <= c.length and len(edges) == len(nodes) - 1
             chain_order(edges)
@@ -146,10 +163,12 @@ def test_training_mix_presets(mix: str, flipped: float) -> None:
         assert all(ex.edges[i][0] == ex.edges[i + 1][1] for i in range(len(ex.edges) - 1))
 
 
-def test_examples_depend_on_seed_only(task: Causal) -> None:
-    a = task.suite_examples("branch_8_bf20", 30, seed=7)
-    assert a == task_for().suite_examples("branch_8_bf20", 30, seed=7)
-    assert a != task.suite_examples("branch_8_bf20", 30, seed=8)
+@pytest.mark.parametrize("suite", ["branch_8_bf20", "flip_9"])
+def test_examples_depend_on_seed_only(task: Causal, official: Causal, suite: str) -> None:
+    for t, kind in ((task, "independent"), (official, "official")):
+        a = t.suite_examples(suite, 30, seed=7)
+        assert a == task_for(f"task.suite_kind={kind}").suite_examples(suite, 30, seed=7)
+        assert a != t.suite_examples(suite, 30, seed=8)
 
 
 # ---------------------------------------------------------------- tokens
@@ -298,6 +317,12 @@ def test_a_training_batch_never_makes_the_host_wait_for_the_gpu(set_size: int) -
         (["task.long_name_min=3"], "task.long_name_min"),
         (["task.suite_size=1"], "task.suite_size"),
         (["task.train_set_size=-1"], "task.train_set_size"),
+        (["task.suite_kind=published"], "task.suite_kind"),
+        (["task.name_pool=-1"], "task.name_pool"),
+        (["task.val_fraction=0.1"], "task.val_fraction"),  # needs a fixed training set
+        (["task.train_set_size=10", "task.val_fraction=1.0"], "task.val_fraction"),
+        (["task.train_set_size=10", "task.val_fraction=0.01"], "task.val_fraction"),  # none held
+        (["task.suites=[branch_4_bf2]"], "task.suites"),  # int(4 * 0.2) = 0 edges
     ],
 )
 def test_bad_configs_are_refused_by_key(overrides: list[str], key: str) -> None:
@@ -412,8 +437,26 @@ def test_gpu_sweep_is_the_papers_grid_at_the_papers_size(tmp_path: Path) -> None
         128,
     )
     assert c.task.train_set_size == 175000 and c.task.suite_size == 500
-    assert c.train.steps * c.train.batch_size >= 100 * c.task.train_set_size  # 100 epochs
-    assert make_task(c.task, c.setting).model_spec().seq_len == 401
+    task = make_task(c.task, c.setting)
+    trained_on = c.task.train_set_size - task.val_size()
+    assert trained_on == 157500  # the official code holds 10% out as validation
+    assert c.train.steps == math.ceil(100 * trained_on / c.train.batch_size)  # 100 epochs
+    assert task.model_spec().seq_len == 401
+    # the official code's choices (pretrain.py: GPT2Config defaults, transformers' AdamW,
+    # a read-out of its own, a DataLoader without shuffling, a 10% validation split)
+    assert (c.model.dropout, c.model.tie_readout, c.model.readout_bias) == (0.1, False, True)
+    assert (c.train.eps, c.train.weight_decay, c.train.beta1, c.train.beta2) == (
+        1e-6,
+        0.0,
+        0.9,
+        0.999,
+    )
+    assert (c.train.warmup_steps, c.train.min_lr_ratio, c.train.grad_clip) == (0, 1.0, 0.0)
+    assert (c.task.val_fraction, c.task.shuffle, c.task.suite_kind) == (0.1, False, "official")
+    model = build_model(c, task)
+    assert model.read_out.weight is not model.read_in.weight and model.read_out.bias is not None
+    opt = build_optimizer(model, c.train, torch.device("cpu"))
+    assert opt.param_groups[0]["eps"] == 1e-6 and opt.param_groups[0]["weight_decay"] == 0.0
 
 
 def test_cpu_sweep_runs_end_to_end_and_its_report_renders(tmp_path: Path, ray_local) -> None:

@@ -83,11 +83,13 @@ the configured suites or the training data can produce.
 from __future__ import annotations
 
 import hashlib
+import itertools
+import math
 import random
 import re
 import string
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -110,6 +112,7 @@ NAME_CHARS = string.ascii_letters + string.digits
 ITOS = list(WORDS) + list(NAME_CHARS)
 STOI = {s: i for i, s in enumerate(ITOS)}
 FIXED_WORDS = frozenset((CAUSES, CAUSE, DOES, YES, NO))
+SUITE_KINDS = ("official", "independent")
 
 DEFAULT_SUITES = (
     [f"seq_{n}" for n in (*range(7, 16), 20, 50)]
@@ -148,8 +151,13 @@ class CausalConfig(TaskConfig):
     long_name_min: int = 4  # the long_names suite
     long_name_max: int = 6
     train_set_size: int = 0  # 0: fresh examples every step; N: a fixed set trained for epochs
+    val_fraction: float = 0.0  # share of the fixed set held out of training, scored as acc/val
+    shuffle: bool = True  # the fixed set in a new order every epoch; false: one order throughout
     suite_size: int = 200  # examples per evaluation suite (the paper: 500)
+    suite_kind: str = "official"  # official: few graphs per suite, as published | independent
+    name_pool: int = 15  # official chain suites: names from one pool of max(this, N + 1); 0: fresh
     suites: list[str] = field(default_factory=lambda: list(DEFAULT_SUITES))
+    eval_files: str | None = None  # a folder of the published evaluation pickles: its suites
 
 
 # ---------------------------------------------------------------- examples
@@ -183,6 +191,8 @@ class Suite:
     flip_prob: float = 0.0
     branching: float = 0.0  # branching only: edges per node
     name_len: tuple[int, int] = (1, 3)
+    style: str = "independent"  # how questions spread over graphs: independent | official
+    name_pool: int = 0  # official chains: names drawn from one pool of this many per suite
 
     def max_edges(self) -> int:
         n = self.nodes[1]
@@ -226,43 +236,153 @@ def descendants(edges: Sequence[tuple[str, str]]) -> dict[str, set[str]]:
     return out
 
 
-def ask(rng: random.Random, edges: Sequence[tuple[str, str]], label: bool) -> tuple[str, str]:
-    """A question with the given answer, uniform over the ordered pairs of mentioned nodes that have it.
+def ask(
+    rng: random.Random,
+    edges: Sequence[tuple[str, str]],
+    label: bool,
+    nodes: Sequence[str] | None = None,
+) -> tuple[str, str]:
+    """A question with the given answer, uniform over the ordered pairs of ``nodes`` that have it.
 
-    Both answers always exist: any sentence "a causes b" gives a Yes pair (a, b)
-    and, the graph being acyclic, a No pair (b, a).
+    ``nodes``: the mentioned nodes unless given (official branching suites also
+    ask about nodes no sentence mentions). Both answers always exist: any
+    sentence "a causes b" gives a Yes pair (a, b) and, the graph being acyclic,
+    a No pair (b, a).
     """
     reach = descendants(edges)
-    nodes = list(reach)
-    pairs = [(x, y) for x in nodes for y in nodes if x != y and (y in reach[x]) == label]
+    nodes = list(reach) if nodes is None else list(nodes)
+    pairs = [(x, y) for x in nodes for y in nodes if x != y and (y in reach.get(x, ())) == label]
     return rng.choice(pairs)
 
 
-def draw_example(rng: random.Random, suite: Suite, label: bool) -> Example:
+def draw_graph(
+    rng: random.Random, suite: Suite, pool: Sequence[str] = ()
+) -> tuple[list[str], list[tuple[str, str]], str]:
+    """One premise of ``suite``: its nodes (chains: in chain order), sentences in reading order, kind.
+
+    ``pool``: the nodes are an ordered random subset of this name sequence (official chains).
+    """
     n = rng.randint(*suite.nodes)
-    names = draw_names(rng, n, suite.name_len)
+    if pool:
+        names = [pool[i] for i in sorted(rng.sample(range(len(pool)), n))]
+    else:
+        names = draw_names(rng, n, suite.name_len)
     if suite.kind == "branching":
         pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
-        # the names are random, so their index order is a random topological order
         m = min(int(n * suite.branching), len(pairs))
-        edges = [(names[i], names[j]) for i, j in rng.sample(pairs, m)]  # sampled in random order
-        kind = "branching"
-    else:
-        flipped = suite.kind == "chain" and rng.random() < suite.flipped_fraction
-        edges = []
-        for i in range(n - 1):
-            a, b = names[i], names[i + 1]
-            edges.append((b, a) if flipped and rng.random() < suite.flip_prob else (a, b))
-        kind = "flipped" if flipped else "sequential"
-        if suite.kind == "reversal":
-            edges.reverse()
-            kind = "reversed"
+        chosen = rng.sample(pairs, m)  # an Erdős-Rényi graph with exactly m edges
+        if suite.style == "official":
+            # the published generator orients the graph along a random order and reads the
+            # sentences off the adjacency matrix row by row: grouped by cause node, the causes
+            # (and each one's effects) in the names' own random order
+            rank = list(range(n))
+            rng.shuffle(rank)
+            oriented = sorted((i, j) if rank[i] < rank[j] else (j, i) for i, j in chosen)
+            return names, [(names[i], names[j]) for i, j in oriented], "branching"
+        # the names are random, so their index order is a random topological order;
+        # the sentences come in the sampled (random) order
+        return names, [(names[i], names[j]) for i, j in chosen], "branching"
+    flipped = suite.kind == "chain" and rng.random() < suite.flipped_fraction
+    edges = []
+    for i in range(n - 1):
+        a, b = names[i], names[i + 1]
+        edges.append((b, a) if flipped and rng.random() < suite.flip_prob else (a, b))
+    kind = "flipped" if flipped else "sequential"
+    if suite.kind == "reversal":
+        edges.reverse()
+        kind = "reversed"
+    return names, edges, kind
+
+
+def draw_example(rng: random.Random, suite: Suite, label: bool) -> Example:
+    _, edges, kind = draw_graph(rng, suite)
     return Example(edges=tuple(edges), query=ask(rng, edges, label), label=label, kind=kind)
 
 
 def draw_examples(rng: random.Random, suite: Suite, count: int) -> list[Example]:
-    """``count`` examples; exactly balanced (Yes at odd indices)."""
+    """``count`` examples, exactly balanced: ``count // 2`` ask a Yes question.
+
+    Independent style: a fresh graph per example, Yes at odd indices. Official
+    style: few graphs, many questions each, as the published files are built
+    (:func:`pooled_examples`, :func:`branching_examples`).
+    """
+    if suite.style == "official":
+        build = branching_examples if suite.kind == "branching" else pooled_examples
+        return build(rng, suite, count)
     return [draw_example(rng, suite, label=bool(i % 2)) for i in range(count)]
+
+
+def pooled_examples(rng: random.Random, suite: Suite, count: int) -> list[Example]:
+    """Chains asked about every ordered pair of their nodes until both answers' quotas are full.
+
+    As the published chain files are built (measured in STUDIES.md §2): graphs
+    are drawn one at a time; each contributes its ordered pairs in the published
+    generator's order (the pairs i < j along the chain, then the same pairs
+    reversed), a question kept while its answer still has room, until
+    ``count // 2`` Yes and ``count - count // 2`` No questions are kept. A
+    500-question suite of sequential 7-node chains thus uses 12 chains, one of
+    50 nodes a single chain; flipped chains have fewer Yes pairs, so their No
+    quota fills within the first few chains and the Yes questions spread over more.
+
+    With ``suite.name_pool`` = K > 0, the suite's chains share one sequence of
+    max(K, N + 1) names, each chain an ordered random subset of it (then
+    flipped edge by edge), as the published chain files are: 12-15 distinct
+    names per file up to 14 nodes, every chain ordered alike, so a pair of
+    names recurs across a suite's chains with the same answer on sequential ones.
+    A question is asked once: the published files are dicts keyed by the prompt
+    text, so a chain drawn twice adds nothing (the pool is made large enough
+    for the suite's questions to exist).
+    """
+    room = {True: count // 2, False: count - count // 2}
+    out: list[Example] = []
+    pool: list[str] = []
+    if suite.name_pool:
+        n = suite.nodes[0]
+        flips = suite.flipped_fraction > 0
+        # enough distinct questions of each answer for the larger quota: a sequential chain
+        # has C(n, 2) of each, one with flips at least its n - 1 sentences (and them reversed)
+        per_subset = 2 ** (n - 1) * (n - 1) if flips else math.comb(n, 2)
+        size = max(suite.name_pool, suite.nodes[1] + 1)
+        while math.comb(size, n) * per_subset < max(room.values()):
+            size += 1
+        pool = draw_names(rng, size, suite.name_len)
+    asked: set[tuple] = set()
+    while room[True] or room[False]:
+        nodes, edges, kind = draw_graph(rng, suite, pool)
+        reach = descendants(edges)
+        forward = list(itertools.combinations(nodes, 2))
+        for x, y in forward + [(y, x) for x, y in forward]:
+            label = y in reach[x]
+            key = (tuple(edges), x, y)
+            if room[label] and key not in asked:
+                asked.add(key)
+                room[label] -= 1
+                out.append(Example(edges=tuple(edges), query=(x, y), label=label, kind=kind))
+    return out
+
+
+# the published branching files: 300 graphs, one Yes and one No question each, 500 kept
+BRANCH_GRAPHS_PER_QUESTION = 300 / 500
+
+
+def branching_examples(rng: random.Random, suite: Suite, count: int) -> list[Example]:
+    """Graphs with one Yes and one No question each, over all their nodes; ``count`` kept.
+
+    As the published branching files are built: ``0.6 * count`` graphs (300 for
+    500), each asked one Yes and one No question drawn among the ordered pairs
+    of all its nodes, so a node no sentence mentions (isolated in the drawn
+    graph) can be asked about; then ``count // 2`` Yes and ``count - count // 2``
+    No questions kept at random *(ours: exactly balanced; the published files
+    keep 500 of the 600 at random, Yes 0.49-0.51)*.
+    """
+    yes: list[Example] = []
+    no: list[Example] = []
+    for _ in range(max(count - count // 2, math.ceil(count * BRANCH_GRAPHS_PER_QUESTION))):
+        nodes, edges, kind = draw_graph(rng, suite)
+        for label, kept in ((True, yes), (False, no)):
+            query = ask(rng, edges, label, nodes)
+            kept.append(Example(edges=tuple(edges), query=query, label=label, kind=kind))
+    return rng.sample(yes, count // 2) + rng.sample(no, count - count // 2)
 
 
 # ---------------------------------------------------------------- tokens
@@ -350,7 +470,7 @@ class Causal(Task):
         self.flip_prob = (
             cfg.flip_prob if cfg.flip_prob is not None else (preset.flip_prob if preset else None)
         )
-        self.suite_names = list(cfg.suites)
+        self._published: dict | None = None  # task.eval_files' suites, read on first use
         self._pool: dict | None = None  # the fixed training set, built on first use
         self._perms: dict[int, torch.Tensor] = {}
         self._eval_cache: dict = {}
@@ -395,15 +515,56 @@ class Causal(Task):
                 c.train_set_size,
                 "must be >= 0 (0: fresh examples every step)",
             )
+        if not 0.0 <= c.val_fraction < 1.0:
+            raise ConfigError("task.val_fraction", c.val_fraction, "must be in [0, 1)")
+        if c.val_fraction > 0 and (c.train_set_size == 0 or self.val_size() == 0):
+            raise ConfigError(
+                "task.val_fraction",
+                c.val_fraction,
+                "holds out part of a fixed training set: needs task.train_set_size > 0 "
+                "and at least one example held out",
+            )
+        if c.train_set_size and c.train_set_size - self.val_size() < 1:
+            raise ConfigError("task.val_fraction", c.val_fraction, "leaves no training example")
         if c.suite_size < 2:
             raise ConfigError("task.suite_size", c.suite_size, "must be >= 2 (both answers)")
-        suites = [self.suite(s) for s in self.suite_names]
+        if c.name_pool < 0:
+            raise ConfigError("task.name_pool", c.name_pool, "must be >= 0 (0: fresh names)")
+        if c.suite_kind not in SUITE_KINDS:
+            raise ConfigError(
+                "task.suite_kind", c.suite_kind, f"known kinds: {', '.join(SUITE_KINDS)}"
+            )
+        if c.eval_files:
+            from cotsweep.plain_pickle import PlainPickleError
+
+            try:
+                self.published()
+            except PlainPickleError as e:
+                raise ConfigError("task.eval_files", c.eval_files, str(e)) from None
+        suites = [self.suite(s) for s in self.suite_names] if not c.eval_files else []
         most = max(s.nodes[1] for s in [self.train_suite(), *suites])
         names = sum(len(NAME_CHARS) ** k for k in range(c.name_min, c.name_max + 1))
         if names < most + len(FIXED_WORDS):
             raise ConfigError(
                 "task.name_max", c.name_max, f"too few distinct names for {most} nodes"
             )
+
+    @property
+    def suite_names(self) -> list[str]:
+        """The evaluation suites: ``task.suites``, or the published files' when ``task.eval_files`` is set."""
+        return list(self.published()) if self.cfg.eval_files else list(self.cfg.suites)
+
+    def published(self) -> dict:
+        """The suites of the published files under ``task.eval_files`` (name -> PublishedSuite), read once."""
+        if self._published is None:
+            from cotsweep.tasks.causal_published import published_suites
+
+            self._published = published_suites(self.cfg.eval_files) if self.cfg.eval_files else {}
+        return self._published
+
+    def val_size(self) -> int:
+        """Examples of the fixed training set held out of training (``task.val_fraction``), scored as acc/val."""
+        return round(self.cfg.train_set_size * self.cfg.val_fraction)
 
     def train_suite(self) -> Suite:
         c = self.cfg
@@ -417,7 +578,15 @@ class Causal(Task):
         )
 
     def suite(self, name: str) -> Suite:
-        """The evaluation suite called ``name`` (see the module docstring for the names)."""
+        """The evaluation suite called ``name`` (see the module docstring), in ``task.suite_kind``'s style."""
+        official = self.cfg.suite_kind == "official"
+        return replace(
+            self._suite_shape(name),
+            style=self.cfg.suite_kind,
+            name_pool=self.cfg.name_pool if official else 0,
+        )
+
+    def _suite_shape(self, name: str) -> Suite:
         c = self.cfg
         m = _SUITE_RE.match(name)
         if m is None:
@@ -441,11 +610,11 @@ class Causal(Task):
                 raise ConfigError("task.suites", name, "reversal_N needs N >= 2 nodes")
             return Suite(name, "reversal", nodes, name_len=names)
         if bn is not None:
-            if int(bn) < 2 or int(bk) < 1:
+            if int(bn) < 2 or int(bn) * int(bk) < 10:
                 raise ConfigError(
                     "task.suites",
                     name,
-                    "branch_N_bfK needs N >= 2 nodes and K >= 1 (K/10 edges per node)",
+                    "branch_N_bfK needs N >= 2 nodes and an edge: N * K/10 >= 1 (K/10 edges per node)",
                 )
             return Suite(
                 name, "branching", (int(bn), int(bn)), branching=int(bk) / 10, name_len=names
@@ -461,8 +630,17 @@ class Causal(Task):
 
     # -- what the trial asks --------------------------------------------------
     def model_spec(self) -> ModelSpec:
-        suites = [self.train_suite(), *(self.suite(s) for s in self.suite_names)]
-        return ModelSpec(seq_len=max(s.max_tokens() for s in suites), vocab_size=len(ITOS))
+        longest = self.train_suite().max_tokens()
+        if self.cfg.eval_files:
+            longest = max(
+                [
+                    longest,
+                    *(len(encode(ex)) for s in self.published().values() for ex in s.examples),
+                ]
+            )
+        else:
+            longest = max([longest, *(self.suite(s).max_tokens() for s in self.suite_names)])
+        return ModelSpec(seq_len=longest, vocab_size=len(ITOS))
 
     def chance(self) -> float:
         return 0.5
@@ -485,7 +663,7 @@ class Causal(Task):
 
     def _from_set(self, batch_size: int, seed: int, device: torch.device, step: int) -> Batch:
         """Step ``step`` of epochs over the fixed set: each epoch a fresh order, batches wrap across epochs."""
-        size = self.cfg.train_set_size
+        size = self.cfg.train_set_size - self.val_size()
         key = (seed, str(device))
         if self._pool is None or self._pool["key"] != key:
             rng = random.Random(stable_seed("causal/set", seed))
@@ -503,7 +681,10 @@ class Causal(Task):
             if e not in self._perms:
                 g = torch.Generator().manual_seed(stable_seed("causal/epoch", seed, e))
                 self._perms = {k: v for k, v in self._perms.items() if k >= e - 1}
-                self._perms[e] = torch.randperm(size, generator=g)
+                # shuffle=false: the set's own (random) order every epoch, as the official loop
+                self._perms[e] = (
+                    torch.randperm(size, generator=g) if self.cfg.shuffle else torch.arange(size)
+                )
             sel = epochs == e
             idx[sel] = self._perms[e][within[sel]]
         lengths = self._pool["lengths"][idx]
@@ -512,7 +693,21 @@ class Causal(Task):
         return Batch(x=self._pool["x"][dev_idx, :T], y=self._pool["y"][dev_idx, :T])
 
     def suite_examples(self, name: str, count: int, seed: int) -> list[Example]:
-        """The ``count`` examples of suite ``name`` (or ``train``) for evaluation seed ``seed``."""
+        """The examples of suite ``name`` (or ``train``, ``val``) for evaluation seed ``seed``.
+
+        ``count`` examples, except for a published file's suite (all its questions)
+        and ``val``: the held-out share of the fixed training set
+        (``task.val_fraction``). The training set is that much smaller, and the
+        held-out examples are drawn apart from it, from the evaluation seed: the
+        evaluation needs them without the training stream's seed, and examples
+        drawn at random are the same distribution whether split off or drawn apart.
+        """
+        if name in self.published():
+            return list(self.published()[name].examples)
+        if name == "val":
+            name, count = "train", self.val_size()
+            rng = random.Random(stable_seed("causal/val", seed))
+            return draw_examples(rng, self.train_suite(), count)
         suite = self.train_suite() if name == "train" else self.suite(name)
         return draw_examples(random.Random(stable_seed("causal/eval", seed, name)), suite, count)
 
@@ -520,9 +715,14 @@ class Causal(Task):
     def evaluate(
         self, model: torch.nn.Module, n: int, gen: torch.Generator, device: torch.device
     ) -> dict:
-        """``acc`` on the training distribution (n examples), ``acc/<suite>`` on every suite."""
+        """``acc`` on the training distribution (n examples), ``acc/<suite>`` on every suite.
+
+        With a held-out share of the fixed training set, ``acc/val`` on it too.
+        """
         seed = gen.initial_seed()
         out = {"acc": self._accuracy(model, "train", n, seed, device)}
+        if self.val_size():
+            out["acc/val"] = self._accuracy(model, "val", self.val_size(), seed, device)
         for name in self.suite_names:
             out[f"acc/{name}"] = self._accuracy(model, name, self.cfg.suite_size, seed, device)
         return out
