@@ -13,6 +13,12 @@ The figures read ``result["eval"]`` of each finished trial: ``acc`` (the
 training distribution) and ``acc/<suite>`` (see
 :mod:`cotsweep.tasks.causal`). Seeds are drawn as their mean with a min–max
 band; a grid point without a result is a gap, never joined over.
+
+Every figure and table says which kind of suite its numbers come from
+(:func:`suite_kind_of`): official-style (built as the published files are),
+independent (a fresh graph per question), or the published files themselves
+(``task.eval_files``). The reported table was measured on the published
+files; where trials of several kinds are present, each row names its kind.
 """
 
 from __future__ import annotations
@@ -62,6 +68,12 @@ ENCODING_COLOURS = {
     "GPT-4": "0.45",
 }
 MIX_ORDER = ("sequential", "TS1", "TS2", "custom")
+SUITE_KINDS = {
+    "published": "the published evaluation files themselves (task.eval_files)",
+    "official": "official-style suites: a few graphs per suite, questions over their node "
+    "pairs, built as the published files are",
+    "independent": "independent suites: a fresh graph for every question (ours)",
+}
 CHAIN_KINDS = (("seq", "sequential chains"), ("flip", "flipped chains"))
 _CHAIN = re.compile(r"^(seq|flip)_(\d+)$")
 _BRANCH = re.compile(r"^branch_(\d+)_bf(\d+)$")
@@ -73,6 +85,27 @@ def encoding_of(r: TrialRecord) -> str:
 
 def mix_of(r: TrialRecord) -> str:
     return str(r.axes.get("task.mix", r.setting("task.mix", "?")))
+
+
+def suite_kind_of(r: TrialRecord) -> str:
+    """published | official | independent: how the trial's evaluation suites were made."""
+    if r.setting("task.eval_files"):
+        return "published"
+    # trials recorded before the key existed drew independent suites
+    return str(r.setting("task.suite_kind", "independent"))
+
+
+def _kinds(records: Sequence[TrialRecord]) -> list[str]:
+    order = list(SUITE_KINDS)
+    return sorted(
+        {suite_kind_of(r) for r in records},
+        key=lambda k: (order.index(k) if k in order else len(order), k),
+    )
+
+
+def _kinds_text(records: Sequence[TrialRecord]) -> str:
+    kinds = _kinds(records)
+    return "; ".join(f"{k}: {SUITE_KINDS.get(k, k)}" for k in kinds)
 
 
 def _eval_keys(records: Sequence[TrialRecord]) -> list[str]:
@@ -106,6 +139,8 @@ def other_suites(records: Sequence[TrialRecord]) -> list[str]:
 
 
 def suite_title(name: str) -> str:
+    if name == "val":
+        return "held-out training set"
     if m := _BRANCH.match(name):
         return f"branching {m.group(1)} nodes, factor {int(m.group(2)) / 10:g}"
     if name == "long_names":
@@ -114,16 +149,23 @@ def suite_title(name: str) -> str:
 
 
 def _groups(records: Sequence[TrialRecord]) -> dict[tuple[str, str, str], list[TrialRecord]]:
-    """Seeds of one grid point: (mix, encoding, any other varying axis as text)."""
+    """Seeds of one grid point: (mix, encoding, any other varying axis as text).
+
+    When the trials' suites are of more than one kind, the kind leads the text,
+    so no row mixes numbers measured on different suites.
+    """
     skip = {"seed", "pos_encoding", "task.mix", "task", "setting"}
+    skip |= {"task.suite_kind", "task.eval_files"}
     varying = sorted(
         k
         for k in {k for r in records for k in r.axes if k not in skip}
         if len({str(r.axes.get(k)) for r in records}) > 1
     )
+    several_kinds = len({suite_kind_of(r) for r in records}) > 1
     out: dict[tuple[str, str, str], list[TrialRecord]] = {}
     for r in records:
-        rest = " ".join(f"{k}={r.axes.get(k)}" for k in varying)
+        parts = [f"({suite_kind_of(r)} suites)"] if several_kinds else []
+        rest = " ".join(parts + [f"{k}={r.axes.get(k)}" for k in varying])
         out.setdefault((mix_of(r), encoding_of(r), rest), []).append(r)
 
     def order(key: tuple[str, str, str]) -> tuple:
@@ -160,22 +202,32 @@ def causal_section(records: list[TrialRecord], ctx: ReportContext) -> Section:
         f"positional encodings {', '.join(sorted({ENCODING_LABELS.get(k[1], k[1]) for k in groups}))}. "
         "Each model is trained on chains of the training lengths and evaluated on longer chains, "
         "reversed premises, branching graphs and longer node names it never saw; chance is 0.5 "
-        "on every suite (each is exactly balanced)."
+        "on every suite (each generated suite is exactly balanced; the published files hold "
+        "0.49–0.51 Yes)."
     )
+    sec.text(f"Suites — {_kinds_text(records)}.")
+    if any(suite_kind_of(r) == "published" for r in records):
+        sec.text(
+            "The published files are named by length, and scored under those names: the "
+            "published file for 10 nodes (simple_linear_subset_test/10_len_test.pkl) holds "
+            "15-node chains, so seq_10 read from it measures 15-node chains (STUDIES.md §2)."
+        )
     if not done:
         sec.text("No trial has finished yet: nothing to plot.")
         return sec
     _headline(sec, groups)
     path = length_figure(groups, ctx.figure_path("causal_accuracy_vs_chain_length"))
+    kinds = _kinds_text([r for r in records if r.done])
     sec.figure(
         path,
         "accuracy against chain length (nodes), one line per positional encoding, one row per "
-        "training mix; dashed: the reported accuracies (trained on TS2), drawn in both columns since "
-        "the transcription does not say which chains they are",
+        "training mix; dashed: the reported accuracies (trained on TS2, measured on the published "
+        "files), drawn in both columns since the transcription does not say which chains they are. "
+        f"Our suites — {kinds}",
     )
     for kind, title in CHAIN_KINDS:
-        _length_table(sec, groups, records, kind, title)
-    _others_table(sec, groups, records)
+        _length_table(sec, groups, records, kind, title, kinds)
+    _others_table(sec, groups, records, kinds)
     return sec
 
 
@@ -192,7 +244,11 @@ def _headline(sec: Section, groups: dict) -> None:
             vals = [_cell(recs, f"{kind}_{n}").mean for n in lengths]
             vals = [v for v in vals if not math.isnan(v)]
             if len(vals) == len(lengths):
-                items.append(f"ours, {_row_label(mix, enc, rest)}, {title}: {np.mean(vals):.2f}")
+                kinds = "/".join(sorted({suite_kind_of(r) for r in recs}))
+                items.append(
+                    f"ours, {_row_label(mix, enc, rest)}, {title} ({kinds} suites): "
+                    f"{np.mean(vals):.2f}"
+                )
     verdicts = []
     for mix, rest in sorted({(m, r) for m, _, r in groups}):
         for kind, title in CHAIN_KINDS:
@@ -314,12 +370,16 @@ def length_figure(groups: dict, path: Path) -> Path:
             Line2D([], [], color="0.35", linestyle=":", label="chance"),
         ]
         fig.legend(handles=handles, loc="outside lower center", ncols=4, frameon=False)
-        fig.suptitle("causal transitivity: accuracy against chain length")
+        kinds = _kinds([r for r in all_recs if r.done])
+        fig.suptitle(
+            "causal transitivity: accuracy against chain length "
+            f"({' / '.join(kinds)} suites; dashed: reported, on the published files)"
+        )
         return save(fig, path)
 
 
 def _length_table(
-    sec: Section, groups: dict, records: Sequence[TrialRecord], kind: str, title: str
+    sec: Section, groups: dict, records: Sequence[TrialRecord], kind: str, title: str, kinds: str
 ) -> None:
     ns = chain_lengths(records, kind)
     if not ns:
@@ -337,15 +397,20 @@ def _length_table(
     sec.table(
         ["model"] + [f"{n}" for n in ns],
         rows,
-        caption=f"Accuracy on {title} by number of nodes (mean [min–max] over seeds)",
+        caption=f"Accuracy on {title} by number of nodes (mean [min–max] over seeds). "
+        f"Suites — {kinds}; reported rows: the published files",
     )
 
 
-def _others_table(sec: Section, groups: dict, records: Sequence[TrialRecord]) -> None:
+def _others_table(sec: Section, groups: dict, records: Sequence[TrialRecord], kinds: str) -> None:
     suites = other_suites(records)
     headers = ["model", "training distribution"] + [suite_title(s) for s in suites]
     rows = [
         [_row_label(*key), _cell(recs, None).text()] + [_cell(recs, s).text() for s in suites]
         for key, recs in groups.items()
     ]
-    sec.table(headers, rows, caption="Accuracy on the other suites (mean [min–max] over seeds)")
+    sec.table(
+        headers,
+        rows,
+        caption=f"Accuracy on the other suites (mean [min–max] over seeds). Suites — {kinds}",
+    )

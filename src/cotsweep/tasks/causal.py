@@ -39,13 +39,19 @@ and can be overridden (``task.flipped_fraction``, ``task.flip_prob``):
 
 (``flip_prob`` of the sequential preset only shapes the ``flip_N`` suites.)
 
-Labels are balanced exactly: the i-th example of a batch, set or suite asks a
-Yes question when i is odd and a No question when even, the pair being drawn
-uniformly among the pairs of mentioned nodes with that answer.
+Labels are balanced exactly: the i-th training example (and question of an
+independent suite) asks a Yes question when i is odd and a No question when
+even, the pair being drawn uniformly among the pairs of mentioned nodes with
+that answer; an official-style suite keeps ``suite_size // 2`` Yes questions.
 
 Training data, as ``task.train_set_size`` says: 0 draws fresh examples for every
 step; N > 0 draws a fixed set of N examples once and walks through it in a new
-random order every epoch (the paper: about 175k examples, 100 epochs). Either
+random order every epoch, or in its own (random) order every epoch with
+``task.shuffle=false`` (the official code: a DataLoader without shuffling; the
+paper: about 175k examples, 100 epochs). ``task.val_fraction`` holds that share
+of N out of training (the official code: 10%): the set trained on is that much
+smaller, and as many examples of the same distribution, drawn apart from it from
+the evaluation seed, are scored as ``acc/val``. Either
 way the examples of step s are a function of the trial's seed and s alone (the
 seed is the training generator's ``initial_seed()``), so a resumed trial sees
 exactly the stream it would have seen, and building a batch never waits on the
@@ -60,7 +66,26 @@ takes the argmax over the whole vocabulary; the two differ only where a model
 puts its mass on neither word, and ours keeps chance at exactly 0.5)*.
 
 Evaluation suites, each reported as ``acc/<suite>`` beside ``acc`` (the training
-distribution), ``task.suite_size`` examples each (the paper: 500), balanced:
+distribution), ``task.suite_size`` examples each (the paper: 500), balanced.
+How a suite's questions spread over graphs is ``task.suite_kind``:
+
+- ``official`` (default): as the published evaluation files are built
+  (measured in STUDIES.md §2): chain suites draw chains one at a time and ask
+  every ordered pair of each until both answers' quotas are full (a 500-question
+  suite of 7-node sequential chains: 12 chains; of 50 nodes: one), their names
+  an ordered subset of one pool of ``task.name_pool`` names per suite;
+  branching suites ask one Yes and one No question on each of 0.6 x
+  ``suite_size`` graphs, about nodes no sentence mentions too, with the
+  sentences grouped by cause node (:func:`pooled_examples`,
+  :func:`branching_examples`);
+- ``independent``: a fresh graph for every question (the spread of the
+  training data).
+
+``task.eval_files=DIR`` replaces the suites with the published files under DIR,
+read as plain data (:mod:`cotsweep.tasks.causal_published`): exactly their
+questions and labels, named ``seq_N``, ``flip_N``, ``reversal_N`` and
+``branch_N_bfK`` after the files (the file named for 10 nodes holds 15-node
+chains).
 
 =================  ==========================================================
 ``seq_N``          sequential chain of N nodes (paper: N = 7..15, 20, 50)
@@ -70,14 +95,14 @@ distribution), ``task.suite_size`` examples each (the paper: 500), balanced:
 ``branch_N_bfK``   random DAG on N nodes with int(N * K/10) edges (paper:
                    N = 5, 8, 10, 12; K = 14 or 20, branching factor 1.4 or 2.0):
                    an Erdős-Rényi graph oriented along a random order (paper);
-                   sentences in random order, questions only about mentioned
-                   nodes *(ours)*
+                   independent: sentences in random order, questions only
+                   about mentioned nodes *(ours)*; official: as published
 ``long_names``     chains drawn as in training, with names of
                    ``long_name_min``..``long_name_max`` characters *(ours: 4-6)*
 =================  ==========================================================
 
 The model's context (``model_spec().seq_len``) is the longest sequence any of
-the configured suites or the training data can produce.
+the configured suites (or published files) or the training data can produce.
 """
 
 from __future__ import annotations
