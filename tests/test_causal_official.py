@@ -24,12 +24,13 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import tiny_cfg
+from test_causal import task_for
 
 from cotsweep.cli import EXIT_BAD_INPUT, main
 from cotsweep.plain_pickle import PlainPickleError, load_plain
 from cotsweep.report import ReportContext, load_trials
 from cotsweep.report.causal import causal_section
-from cotsweep.tasks import IGNORE, ConfigError, make_task
+from cotsweep.tasks import IGNORE, ConfigError
 from cotsweep.tasks.causal import STOI, Causal, Example
 from cotsweep.tasks.causal_published import (
     SuiteStats,
@@ -90,28 +91,17 @@ def published(name: str) -> dict:
     return dict(zip(FIELDS, PUBLISHED[name], strict=True))
 
 
-def task_for(*overrides: str) -> Causal:
-    cfg = tiny_cfg(["task=causal", *overrides])
-    task = make_task(cfg.task, cfg.setting)
-    task.validate()
-    return task
+@pytest.fixture(scope="module")
+def kinds() -> dict[str, Causal]:
+    """The task with official-style suites and with independent ones."""
+    return {k: task_for(f"task.suite_kind={k}") for k in ("official", "independent")}
 
 
 @pytest.fixture(scope="module")
-def official() -> Causal:
-    return task_for("task.suite_kind=official")
-
-
-@pytest.fixture(scope="module")
-def independent() -> Causal:
-    return task_for("task.suite_kind=independent")
-
-
-@pytest.fixture(scope="module")
-def drawn(official: Causal) -> dict[str, list[SuiteStats]]:
+def drawn(kinds: dict[str, Causal]) -> dict[str, list[SuiteStats]]:
     """Every official-style suite at the published size, drawn for several evaluation seeds."""
     names = sorted({OURS_FOR.get(n, n) for n in PUBLISHED})
-    task = official
+    task = kinds["official"]
     return {
         name: [
             suite_statistics(task.suite_examples(name, 500, seed), name.startswith("reversal"))
@@ -132,7 +122,7 @@ BRANCHES = [n for n in PUBLISHED if n.startswith("branch")]
 # ---------------------------------------------------------------- suites against the published files
 @pytest.mark.parametrize("name", CHAINS)
 def test_chain_suites_use_as_few_graphs_as_the_published_files(
-    drawn, independent: Causal, name: str
+    drawn, kinds: dict[str, Causal], name: str
 ) -> None:
     pub, ours = published(name), drawn[OURS_FOR.get(name, name)]
     if name.startswith(("seq", "reversal")):
@@ -140,12 +130,12 @@ def test_chain_suites_use_as_few_graphs_as_the_published_files(
         assert {s.premises for s in ours} == {pub["premises"]}
     else:  # flipped chains have fewer Yes pairs, a random number of them
         assert abs(mean(ours, "premises") - pub["premises"]) <= max(2.5, 0.2 * pub["premises"])
-    fresh = independent.suite_examples(name, 60, 0)
+    fresh = kinds["independent"].suite_examples(name, 60, 0)
     assert len({ex.edges for ex in fresh}) == 60, "independent: a graph per question"
 
 
-def test_flipped_suites_use_as_many_graphs_in_all(official: Causal) -> None:
-    task = official
+def test_flipped_suites_use_as_many_graphs_in_all(kinds: dict[str, Causal]) -> None:
+    task = kinds["official"]
     flips = [n for n in PUBLISHED if n.startswith("flip")]
     ours = sum(
         len({ex.edges for ex in task.suite_examples(n, 500, s)}) for n in flips for s in (0, 1)
@@ -206,7 +196,9 @@ def test_name_lengths_match_over_all_files(drawn) -> None:
 
 
 @pytest.mark.parametrize("name", BRANCHES)
-def test_branching_suites_match_the_published_files(drawn, official: Causal, name: str) -> None:
+def test_branching_suites_match_the_published_files(
+    drawn, kinds: dict[str, Causal], name: str
+) -> None:
     pub, ours = published(name), drawn[name]
     # one Yes and one No question on each of 300 graphs, 500 kept: about 290 graphs. The
     # published generator also dropped graphs whose repeated names made a cycle: 277-292
@@ -214,7 +206,7 @@ def test_branching_suites_match_the_published_files(drawn, official: Causal, nam
     # a node no sentence mentions is asked about now and then, more with fewer edges
     assert abs(mean(ours, "outside") - pub["outside"]) <= 0.015
     n, k = (int(v) for v in name.removeprefix("branch_").split("_bf"))
-    for ex in official.suite_examples(name, 100, 0):
+    for ex in kinds["official"].suite_examples(name, 100, 0):
         assert len(ex.edges) == int(n * k / 10)
         causes = [a for a, _ in ex.edges]
         blocks = [a for i, a in enumerate(causes) if i == 0 or causes[i - 1] != a]
