@@ -32,7 +32,7 @@ from cotsweep.report import ReportContext, load_trials
 from cotsweep.report.causal import causal_section
 from cotsweep.tasks import IGNORE, ConfigError
 from cotsweep.tasks.causal import STOI, Causal, Example
-from cotsweep.tasks.causal_published import (
+from cotsweep.tasks.causal_examples import (
     SuiteStats,
     published_suites,
     read_published_file,

@@ -82,7 +82,7 @@ How a suite's questions spread over graphs is ``task.suite_kind``:
   training data).
 
 ``task.eval_files=DIR`` replaces the suites with the published files under DIR,
-read as plain data (:mod:`cotsweep.tasks.causal_published`): exactly their
+read as plain data (:mod:`cotsweep.tasks.causal_examples`): exactly their
 questions and labels, named ``seq_N``, ``flip_N``, ``reversal_N`` and
 ``branch_N_bfK`` after the files (the file named for 10 nodes holds 15-node
 chains).
@@ -120,18 +120,10 @@ import torch
 
 from cotsweep.config import Setting, TaskConfig
 from cotsweep.tasks.base import IGNORE, Batch, ConfigError, ModelSpec, Task
+from cotsweep.tasks.causal_examples import NO, YES, Example, descendants, published_suites
 from cotsweep.tasks.registry import register
 
-PAD, CAUSES, CAUSE, DOES, YES, NO, DOT, QMARK = (
-    "<pad>",
-    "causes",
-    "cause",
-    "Does",
-    "Yes",
-    "No",
-    ".",
-    "?",
-)
+PAD, CAUSES, CAUSE, DOES, DOT, QMARK = "<pad>", "causes", "cause", "Does", ".", "?"
 WORDS = (PAD, CAUSES, CAUSE, DOES, YES, NO, DOT, QMARK)
 NAME_CHARS = string.ascii_letters + string.digits
 ITOS = list(WORDS) + list(NAME_CHARS)
@@ -187,25 +179,6 @@ class CausalConfig(TaskConfig):
 
 # ---------------------------------------------------------------- examples
 @dataclass(frozen=True)
-class Example:
-    """One premise and question: sentences in the order they are read."""
-
-    edges: tuple[tuple[str, str], ...]
-    query: tuple[str, str]
-    label: bool
-    kind: str  # sequential | flipped | reversed | branching
-
-    @property
-    def text(self) -> str:
-        premise = " ".join(f"{a} causes {b}." for a, b in self.edges)
-        return f"{premise} Does {self.query[0]} cause {self.query[1]}?"
-
-    @property
-    def answer(self) -> str:
-        return YES if self.label else NO
-
-
-@dataclass(frozen=True)
 class Suite:
     """How one family of examples is drawn (the training data is a suite too)."""
 
@@ -240,25 +213,6 @@ def draw_names(rng: random.Random, n: int, name_len: tuple[int, int]) -> list[st
             seen.add(name)
             names.append(name)
     return names
-
-
-def descendants(edges: Sequence[tuple[str, str]]) -> dict[str, set[str]]:
-    """Every mentioned node -> the nodes a directed path from it reaches."""
-    children: dict[str, list[str]] = {}
-    for a, b in edges:
-        children.setdefault(a, []).append(b)
-        children.setdefault(b, [])
-    out: dict[str, set[str]] = {}
-    for start in children:
-        seen: set[str] = set()
-        stack = list(children[start])
-        while stack:
-            v = stack.pop()
-            if v not in seen:
-                seen.add(v)
-                stack.extend(children[v])
-        out[start] = seen
-    return out
 
 
 def ask(
@@ -582,8 +536,6 @@ class Causal(Task):
     def published(self) -> dict:
         """The suites of the published files under ``task.eval_files`` (name -> PublishedSuite), read once."""
         if self._published is None:
-            from cotsweep.tasks.causal_published import published_suites
-
             self._published = published_suites(self.cfg.eval_files) if self.cfg.eval_files else {}
         return self._published
 

@@ -1,4 +1,7 @@
-"""The causal study's published evaluation files, read as data, and the statistics of a suite.
+"""The causal study's examples as data: one question, the published files read back, statistics.
+
+:class:`Example` is one premise and question, whether generated
+(:mod:`cotsweep.tasks.causal`) or read from a published file.
 
 The official repository (github.com/AniketVashishtha/Causal_Axioms, folder
 ``eval_transitivity/``) holds its evaluation sets as Python pickles, each one
@@ -38,7 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cotsweep.plain_pickle import PlainPickleError, load_plain
-from cotsweep.tasks.causal import NO, YES, Example, descendants
+
+YES, NO = "Yes", "No"  # the labels: words of the vocabulary and the files' values
 
 _NAME = r"[A-Za-z0-9]+"
 _PROMPT = re.compile(rf"(?:{_NAME} causes {_NAME}\. )+Does {_NAME} cause {_NAME}\?")
@@ -46,6 +50,44 @@ _SENTENCE = re.compile(rf"({_NAME}) causes ({_NAME})\. ")
 _QUESTION = re.compile(rf"Does ({_NAME}) cause ({_NAME})\?$")
 _LEN_FILE = re.compile(r"(\d+)_len_test")
 _BRANCH_FILE = re.compile(r"(\d+)_node_branching(?:_(14|2)_bfactor)?")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One premise and question: sentences in the order they are read."""
+
+    edges: tuple[tuple[str, str], ...]
+    query: tuple[str, str]
+    label: bool
+    kind: str  # sequential | flipped | reversed | branching | published
+
+    @property
+    def text(self) -> str:
+        premise = " ".join(f"{a} causes {b}." for a, b in self.edges)
+        return f"{premise} Does {self.query[0]} cause {self.query[1]}?"
+
+    @property
+    def answer(self) -> str:
+        return YES if self.label else NO
+
+
+def descendants(edges: Sequence[tuple[str, str]]) -> dict[str, set[str]]:
+    """Every mentioned node -> the nodes a directed path from it reaches."""
+    children: dict[str, list[str]] = {}
+    for a, b in edges:
+        children.setdefault(a, []).append(b)
+        children.setdefault(b, [])
+    out: dict[str, set[str]] = {}
+    for start in children:
+        seen: set[str] = set()
+        stack = list(children[start])
+        while stack:
+            v = stack.pop()
+            if v not in seen:
+                seen.add(v)
+                stack.extend(children[v])
+        out[start] = seen
+    return out
 
 
 @dataclass(frozen=True)
