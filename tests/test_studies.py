@@ -33,6 +33,8 @@ def test_every_sweep_expands_and_its_tasks_train_one_step(name, tmp_path, one_th
             cfg.run.device = "cpu"
             if "suite_size" in cfg.task:  # causal: every evaluation suite, two examples each
                 cfg.task.suite_size = 2
+            if cfg.task.get("train_set_size"):  # causal: a fixed set (and its held-out share)
+                cfg.task.train_set_size = 20
         result = run_trial(cfg, tmp_path / name / task)
         assert result["stop_reason"] == "completed"
         assert result.get("steps", 1) == 1  # simulations have no steps
