@@ -210,9 +210,26 @@ def _sweep_errors():
     return (UnknownSweep, SweepBusy, GridError, FileNotFoundError)
 
 
+def refuse_relative_dir_in_a_job(sweep_dir: str | None) -> None:
+    """Inside a Ray job the working directory is the job's temporary copy of the checkout.
+
+    A relative sweep directory would land there, on the head only, and go with
+    the copy; trials on other nodes would write to paths that exist only there.
+    """
+    from cotsweep.sweep.cluster import job_submission_id
+
+    if (sweep_dir is None or not Path(sweep_dir).is_absolute()) and job_submission_id():
+        given = sweep_dir or "runs/NAME (no --dir)"
+        raise BadInput(
+            f"sweep directory {given}: inside a Ray job it must be an absolute path on storage "
+            "every node mounts (SHARED_PATH/runs/NAME), not one in the job's copy of the checkout"
+        )
+
+
 def cmd_launch(args: argparse.Namespace) -> int:
     from cotsweep.sweep.engine import launch
 
+    refuse_relative_dir_in_a_job(args.dir)
     try:
         out = launch(
             args.sweep, args.overrides, Path(args.dir) if args.dir else None, **_driver_kw(args)
@@ -225,6 +242,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from cotsweep.sweep.engine import resume
 
+    refuse_relative_dir_in_a_job(args.dir)
     try:
         out = resume(
             Path(args.dir),
@@ -258,7 +276,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         out.print(f"  ETA about {st['eta_s'] / 60:.1f} min ({pace})")
     if st["driver"]:
         d = st["driver"]
-        out.print(f"  driver: host {d['host']} PID {d['pid']}")
+        job = f", Ray job {d['ray_job']}" if d.get("ray_job") else ""
+        out.print(f"  driver: host {d['host']} PID {d['pid']}{job}")
     for axis, values in st["axes"].items():
         out.print(
             f"  [bold]{axis}[/]: "

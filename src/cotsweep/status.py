@@ -35,6 +35,8 @@ def status(sweep_dir: Path | str, now: float | None = None) -> dict:
         spans = ledger.select(("started", "ended", "wall_s"), states=("done", "failed"))
         failed = ledger.trials(("failed",))
         driver = ledger.driver()
+        if driver is not None:  # the Ray job it runs in, for `ray job stop` / `ray job logs`
+            driver["ray_job"] = ledger.get_meta("driver_job") or None
         name = ledger.get_meta("name")
     finally:
         ledger.close()

@@ -66,8 +66,7 @@ def connect(
     env_vars = {**env, **_passthrough_env()}
     # Inside a Ray job, the job's runtime env is merged with ours, and Ray refuses
     # a variable set in both (even to the same value): leave those to the job.
-    job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}") or "{}")
-    for k in job.get("runtime_env", {}).get("env_vars", {}) or {}:
+    for k in _job_config().get("runtime_env", {}).get("env_vars", {}) or {}:
         env_vars.pop(k, None)
     worker_env = {"env_vars": env_vars}
     if address:
@@ -188,6 +187,16 @@ def _reset_token_cache() -> None:
 
 def _remove_token_dir(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def _job_config() -> dict[str, Any]:
+    """The job config Ray hands the driver of a `ray job submit` entrypoint; {} outside a job."""
+    return json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}") or "{}")
+
+
+def job_submission_id() -> str | None:
+    """The id `ray job stop` takes, when this process is the entrypoint of a Ray job."""
+    return _job_config().get("metadata", {}).get("job_submission_id")
 
 
 def _passthrough_env() -> dict[str, str]:

@@ -75,6 +75,7 @@ def prepare(
         name=sweep_name(name_or_path),
         source=str(source.resolve()) if source.exists() else name_or_path,
         last_overrides=json.dumps(overrides),
+        driver_job=cluster.job_submission_id() or "",
     )
     ledger.new_trials = new  # type: ignore[attr-defined]
     return sweep_dir, trials, ledger
@@ -87,6 +88,7 @@ def open_for_resume(sweep_dir: Path) -> Ledger:
     except LedgerLocked as e:
         ledger.close()
         raise SweepBusy(str(e)) from e
+    ledger.set_meta(driver_job=cluster.job_submission_id() or "")
     return ledger
 
 
@@ -208,8 +210,11 @@ class Driver:
                 wall_s=res.get("wall_time_s"),
             )
         elif status == "interrupted" or (self._interrupts and status in ("error", "lost")):
-            # stopped on request, or broken by the Ctrl-C itself: it runs again later
-            col.update(state="pending", step=out.get("step"), error=out.get("error"))
+            # stopped on request, or broken by the Ctrl-C itself: it runs again later. One
+            # stopped before it started reports no step: the ledger keeps its last one.
+            col.update(state="pending", error=out.get("error"))
+            if out.get("step") is not None:
+                col["step"] = out["step"]
         else:
             retry = (
                 status in ("error", "lost") and tries < _max_attempts(row) and not self._interrupts

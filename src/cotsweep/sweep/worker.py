@@ -7,7 +7,8 @@ driver decides about everything else from the outcome's ``status``:
 * ``done``: result.json is written;
 * ``error``: the trial raised; retried up to ``resources.max_attempts``;
 * ``diverged``: the loss went non-finite; not retried (it would diverge again);
-* ``interrupted``: the driver asked it to stop; it checkpointed and returns to pending.
+* ``interrupted``: the driver asked it to stop; it checkpointed and returns to pending
+  (one that had not started yet returns at once, with no attempt recorded).
 
 Every execution appends to the trial's attempts.jsonl first, so the attempt
 count includes executions that Ray retried after their worker died.
@@ -49,13 +50,19 @@ def execute(
     ``dist`` is (rank, world size, rendezvous address); rank 0 serves the
     rendezvous on ``listen_fd``, a socket already listening there.
     """
+    cfg = OmegaConf.create(files.load_yaml(cfg_yaml))
+    trial_dir = Path(cfg.run.out_dir)
+    if dist is None and stop_file and Path(stop_file).exists():
+        # Stopped while it waited in Ray's queue (on a cluster every trial of the sweep
+        # waits there): it never started, so it costs no attempt, and it returns before
+        # importing torch, so a stop drains the queue in moments.
+        return outcome("interrupted", trial_dir)
+
     import torch
 
     from cotsweep.tracking import open_tracker
     from cotsweep.trial import DistContext, Diverged, StopSignal, TrialInterrupted, run_trial
 
-    cfg = OmegaConf.create(files.load_yaml(cfg_yaml))
-    trial_dir = Path(cfg.run.out_dir)
     rank, world = (dist[0], dist[1]) if dist else (0, 1)
     if rank == 0:
         files.record_attempt(trial_dir)
