@@ -1,11 +1,100 @@
-"""docs/CLUSTER.md's "By hand" path, run as an operator runs it, on loopback nodes."""
+"""docs/CLUSTER.md's "By hand" path, run as an operator runs it, on loopback nodes.
+
+Two "machines" on this one: a head on 127.0.0.2 and a worker node on
+127.0.0.3, each with its own home directory (so its own ~/.ray/auth_token)
+and its own shell environment, started with the real `ray start`, token
+authentication on. The sweep goes in with the real `ray job submit` and the
+runtime env from workers/, `cotsweep status` reads it from outside the job, the
+worker node is lost mid-sweep (every process of it killed at once, as when a
+machine dies), `ray job stop` interrupts the sweep and a resubmitted
+`cotsweep resume` finishes it without rerunning a finished trial.
+
+The commands are the docs' own, word for word: the blocks below are what
+docs/CLUSTER.md shows (``test_docs_show_what_the_loopback_cluster_runs``
+checks it), with the docs' placeholders filled in for loopback and, on
+``ray start`` only, flags that keep this test's Ray apart from other Rays on a
+shared machine (its own --temp-dir, free ports, one CPU per node). Two steps
+are done differently, because both "machines" are one: the token is copied
+with a file copy instead of scp, and the nodes are stopped by killing the
+process trees this test started instead of `ray stop`, which would stop every
+Ray of the user on the machine.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sweep_support import ledger_rows
+
+from cotsweep.sweep.cluster import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+CLUSTER_DOC = ROOT / "docs" / "CLUSTER.md"
+
+# ---------------------------------------------------------------- the docs' commands
+# Each block is a fenced bash block of docs/CLUSTER.md, "Without cluster.yaml".
+HEAD_START = """\
+export RAY_AUTH_MODE=token
+ray get-auth-token --generate > /dev/null
+chmod 600 ~/.ray/auth_token
+ray start --head --node-ip-address=HEAD_IP --port=6379 --disable-usage-stats"""
+
+COPY_TOKEN = """\
+mkdir -p ~/.ray && scp HEAD_IP:.ray/auth_token ~/.ray/auth_token && chmod 600 ~/.ray/auth_token"""
+
+WORKER_START = """\
+export RAY_AUTH_MODE=token
+ray start --address=HEAD_IP:6379 --node-ip-address=WORKER_IP --disable-usage-stats"""
+
+NODES = "ray status --address=HEAD_IP:6379"
+
+SUBMIT = """\
+ray job submit --address http://127.0.0.1:8265 --runtime-env workers/runtime_env.yaml --working-dir . \\
+    -- cotsweep launch smoke --dir SHARED_PATH/runs/smoke --address auto"""
+
+STATUS = "cotsweep status SHARED_PATH/runs/smoke"
+
+STOP = "ray job stop --address http://127.0.0.1:8265 SUBMISSION_ID"
+
+RESUME = """\
+ray job submit --address http://127.0.0.1:8265 --runtime-env workers/runtime_env.yaml --working-dir . \\
+    -- cotsweep resume SHARED_PATH/runs/smoke"""
+
+TEARDOWN = "ray stop"
+
+DOC_BLOCKS = (HEAD_START, COPY_TOKEN, WORKER_START, NODES, SUBMIT, STATUS, STOP, RESUME, TEARDOWN)
+
+HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
+SMOKE_TRIALS, SMOKE_STEPS, SMOKE_CKPT_EVERY = 12, 800, 200
+
+
+def doc_bash_blocks() -> list[str]:
+    """Every ```bash block of docs/CLUSTER.md, without its fences and trailing blank lines."""
+    return [
+        b.rstrip() for b in re.findall(r"^```bash\n(.*?)^```", CLUSTER_DOC.read_text(), re.M | re.S)
+    ]
+
+
+def test_docs_show_what_the_loopback_cluster_runs() -> None:
+    """Each command block the slow test runs stands in the docs as it is, in the same order."""
+    blocks = doc_bash_blocks()
+    at = [blocks.index(b) if b in blocks else -1 for b in DOC_BLOCKS]
+    missing = [b for b, i in zip(DOC_BLOCKS, at, strict=True) if i < 0]
+    assert missing == [], "not in docs/CLUSTER.md as a ```bash block:\n\n" + "\n\n".join(missing)
+    assert at == sorted(at), "docs/CLUSTER.md shows these blocks in another order"
 
 
 # ---------------------------------------------------------------- what it found, checked fast
@@ -69,3 +158,389 @@ def test_trial_stopped_while_queued_returns_without_an_attempt(tmp_path: Path) -
     out = execute(config_yaml(cfg), str(stop))
     assert out["status"] == "interrupted" and out["attempts"] == 0, out
     assert not (trial / "attempts.jsonl").exists()
+
+
+# ---------------------------------------------------------------- processes, by tree
+def process_table() -> dict[int, tuple[int, int, str]]:
+    """pid -> (parent pid, process group, state) of every live process, from /proc."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:  # gone since listdir
+            continue
+        # the command name stands in parentheses and may hold anything, even ") "
+        fields = stat[stat.rindex(")") + 2 :].split()
+        table[int(entry)] = (int(fields[1]), int(fields[2]), fields[0])
+    return table
+
+
+def has_marker(pid: int, marker: str) -> bool:
+    try:
+        return marker.encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
+class Machine:
+    """One loopback "machine": its address, home directory, shell environment, and processes.
+
+    Everything run on it starts in a new session, so its process group holds
+    what `ray start` leaves running (GCS, raylet, dashboard, agents); Ray's
+    workers and the job's driver get groups of their own but stay descendants
+    of those, and all of them carry this machine's marker in their environment
+    (a net under the tree walk, for a process whose parent died first).
+    """
+
+    def __init__(self, name: str, ip: str, home: Path) -> None:
+        self.name, self.ip, self.home = name, ip, home
+        self.marker = f"COTSWEEP_LOOPBACK_NODE={name}-{uuid.uuid4().hex[:12]}"
+        home.mkdir(parents=True)
+        self.env = {
+            "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(home),
+            "LANG": "C.UTF-8",
+            self.marker.split("=")[0]: self.marker.split("=")[1],
+        }
+        self.groups: set[int] = set()
+        self.temp_dirs: list[Path] = []
+
+    def popen(self, script: str, **kw) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            ["bash", "-euo", "pipefail", "-c", script],
+            env=self.env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            **kw,
+        )
+        self.groups.add(proc.pid)
+        return proc
+
+    def run(self, script: str, timeout: float = 120) -> str:
+        """Run a shell script here; its output; fail the test with it on a non-zero exit."""
+        proc = self.popen(script)
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+            pytest.fail(f"{self.name}: timed out after {timeout}s:\n{script}\n{out[-4000:]}")
+        assert proc.returncode == 0, (
+            f"{self.name}: exit {proc.returncode}:\n{script}\n{out[-4000:]}"
+        )
+        return out
+
+    def ray_temp_dir(self) -> Path:
+        """A short one (Ray's socket paths must fit in 107 bytes), fresh for each `ray start`."""
+        path = Path(tempfile.mkdtemp(prefix=f"cotsweep-{self.name}-", dir="/tmp"))
+        self.temp_dirs.append(path)
+        return path
+
+    def processes(self) -> set[int]:
+        """Every live process started on this machine, and every descendant of one."""
+        table = process_table()
+        mine = {
+            pid
+            for pid, (_, group, state) in table.items()
+            if state != "Z" and (group in self.groups or has_marker(pid, self.marker))
+        }
+        children: dict[int, list[int]] = {}
+        for pid, (parent, _, state) in table.items():
+            if state != "Z":
+                children.setdefault(parent, []).append(pid)
+        todo = list(mine)
+        while todo:
+            for child in children.get(todo.pop(), []):
+                if child not in mine:
+                    mine.add(child)
+                    todo.append(child)
+        return mine
+
+    def freeze(self) -> set[int]:
+        """SIGSTOP every process of this machine until no new one appears: none can fork now."""
+        frozen: set[int] = set()
+        while fresh := self.processes() - frozen:
+            for pid in fresh:
+                try:
+                    os.kill(pid, signal.SIGSTOP)
+                except ProcessLookupError:
+                    pass
+            frozen |= fresh
+        return frozen
+
+    def kill(self) -> None:
+        """The machine dies: every process of it, at once, with no chance to clean up."""
+        for pid in self.freeze():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + 30
+        while (left := self.processes()) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not left, f"{self.name}: processes left after SIGKILL: {sorted(left)}"
+
+
+# ---------------------------------------------------------------- the cluster
+class LoopbackCluster:
+    """The docs' commands with their placeholders filled in for this machine."""
+
+    def __init__(self, root: Path) -> None:
+        self.shared = root / "shared"  # SHARED_PATH: the one filesystem every node mounts
+        self.shared.mkdir()
+        self.head = Machine("head", HEAD_IP, root / "head-home")
+        self.worker = Machine("worker", WORKER_IP, root / "worker-home")
+        self.gcs_port = free_port(HEAD_IP)
+        self.dashboard_port = free_port("127.0.0.1")
+
+    def fill(self, block: str, **more: str) -> str:
+        values = {
+            "HEAD_IP": HEAD_IP,
+            "WORKER_IP": WORKER_IP,
+            "SHARED_PATH": str(self.shared),
+            "6379": str(self.gcs_port),
+            "8265": str(self.dashboard_port),
+            **more,
+        }
+        return re.sub(
+            r"\b(" + "|".join(map(re.escape, values)) + r")\b", lambda m: values[m[1]], block
+        )
+
+    def scoped(self, block: str, machine: Machine) -> str:
+        """`ray start` kept apart from other Rays on this machine: own temp dir, free ports, 1 CPU."""
+        flags = [
+            f"--temp-dir={machine.ray_temp_dir()}",
+            "--num-cpus=1",
+            f"--dashboard-agent-listen-port={free_port(machine.ip)}",
+        ]
+        if machine is self.head:
+            flags += [
+                f"--dashboard-port={self.dashboard_port}",
+                f"--ray-client-server-port={free_port(machine.ip)}",
+            ]
+        return "\n".join(
+            line + " " + " ".join(flags) if line.startswith("ray start") else line
+            for line in self.fill(block).splitlines()
+        )
+
+    @property
+    def sweep_dir(self) -> Path:
+        return self.shared / "runs" / "smoke"
+
+    def stop_everything(self) -> None:
+        for machine in (self.worker, self.head):
+            machine.kill()
+            for path in machine.temp_dirs:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def loopback(tmp_path: Path) -> Iterator[LoopbackCluster]:
+    lb = LoopbackCluster(tmp_path)
+    try:
+        yield lb
+    finally:  # also when the test failed: nothing it started outlives it
+        lb.stop_everything()
+
+
+# ---------------------------------------------------------------- reading the sweep
+def trial_dirs(sweep_dir: Path) -> list[Path]:
+    return sorted(p for p in (sweep_dir / "trials").glob("*") if p.is_dir())
+
+
+def attempts(trial: Path) -> list[dict]:
+    path = trial / "attempts.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def executing_on(machine: Machine, sweep_dir: Path) -> set[str]:
+    """Trials whose latest execution is a live process of ``machine`` and has not finished."""
+    pids = machine.processes()
+    return {
+        t.name
+        for t in trial_dirs(sweep_dir)
+        if (a := attempts(t)) and a[-1]["pid"] in pids and not (t / "result.json").exists()
+    }
+
+
+def done_count(sweep_dir: Path) -> int:
+    if not (sweep_dir / "ledger.sqlite").exists():
+        return 0
+    return sum(r["state"] == "done" for r in ledger_rows(sweep_dir).values())
+
+
+def wait_for(
+    what: str,
+    check: Callable[[], object],
+    timeout: float,
+    log: Callable[[], str],
+    every: float = 0.1,
+):
+    """``check()``'s first true value; fail with the job's output so far after ``timeout``."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if value := check():
+            return value
+        time.sleep(every)
+    pytest.fail(f"{what}: not within {timeout:.0f}s\n--- job output ---\n{log()[-6000:]}")
+
+
+def active_nodes(status_output: str) -> int:
+    """The number of nodes `ray status` lists under Active."""
+    active = status_output.split("Active:", 1)[1].split("Pending:", 1)[0]
+    return len(re.findall(r"^\s*\d+ node_", active, re.M))
+
+
+class Tail:
+    """The output of a backgrounded command, collected line by line as it comes."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc, self.lines = proc, []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
+# ---------------------------------------------------------------- the path, end to end
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_operator_path_survives_a_lost_node_and_a_stop(loopback: LoopbackCluster) -> None:
+    lb, head, worker = loopback, loopback.head, loopback.worker
+    sweep_dir = lb.sweep_dir
+    t0 = time.time()
+
+    def step(what: str) -> None:  # pytest shows these when the test fails
+        print(f"{time.time() - t0:6.1f}s  {what}", flush=True)
+
+    step("head")
+    # 1. The head: a token, then Ray. The step's shell exported RAY_AUTH_MODE; so do ours after it.
+    head.run(lb.scoped(HEAD_START, head))
+    token = head.home / ".ray" / "auth_token"
+    assert token.stat().st_mode & 0o077 == 0, "the token is readable by others"
+    head.env["RAY_AUTH_MODE"] = "token"
+
+    step("worker")
+    # 2. The worker: the token copied over (scp, between real machines), then Ray.
+    (worker.home / ".ray").mkdir()
+    shutil.copy(token, worker.home / ".ray" / "auth_token")
+    os.chmod(worker.home / ".ray" / "auth_token", 0o600)
+    worker.run(lb.scoped(WORKER_START, worker))
+    worker.env["RAY_AUTH_MODE"] = "token"
+    wait_for(  # the autoscaler's view that `ray status` prints lags by seconds
+        "both nodes active", lambda: active_nodes(head.run(lb.fill(NODES))) == 2, 60, str, every=1
+    )
+
+    step("submit")
+    # 3. The sweep, as a Ray job; the submitting terminal tails the driver's log.
+    submit = Tail(head.popen(lb.fill(SUBMIT)))
+    job = wait_for(
+        "the job was submitted",
+        lambda: (m := re.search(r"Job '(\S+)' submitted successfully", submit.text())) and m[1],
+        60,
+        submit.text,
+    )
+
+    step("status")
+    # 4. `cotsweep status` from outside the job, while trials run.
+    wait_for(
+        "trials running",
+        lambda: any(attempts(t) for t in trial_dirs(sweep_dir)) if sweep_dir.exists() else False,
+        180,
+        submit.text,
+    )
+    status = re.sub(r"\s+", " ", head.run(lb.fill(STATUS)))  # rich wraps at 80 columns
+    assert f"smoke at {sweep_dir}: {SMOKE_TRIALS} trials" in status, status
+    assert re.search(r"driver: .*PID \d+", status), status
+    assert f"Ray job {job}" in status, status
+
+    step("lose the worker")
+
+    # 5. The worker node is lost while it trains a trial that has a checkpoint.
+    def checkpointed_on_worker() -> set[str]:
+        return {
+            t
+            for t in executing_on(worker, sweep_dir)
+            if (sweep_dir / "trials" / t / "ckpt" / "last.pt").exists()
+        }
+
+    wait_for("a checkpointed trial on the worker node", checkpointed_on_worker, 180, submit.text)
+    worker_pids = worker.freeze()
+    lost = {
+        t.name
+        for t in trial_dirs(sweep_dir)
+        if (a := attempts(t)) and a[-1]["pid"] in worker_pids and not (t / "result.json").exists()
+    }
+    worker.kill()
+    assert lost, "no trial was running on the worker node when it died: the test proved nothing"
+
+    step("wait for the loss to be seen")
+    # Ray notices the loss and retries the lost trials on the head; the node is then
+    # brought back with the same command, as docs/CLUSTER.md says for a lost node.
+    wait_for(
+        "the head to see the worker node gone",
+        lambda: active_nodes(head.run(lb.fill(NODES))) == 1,
+        120,
+        submit.text,
+        every=1,
+    )
+    step("the worker node back")
+    worker.run(lb.scoped(WORKER_START, worker))
+
+    step("stop")
+    # 6. `ray job stop` halfway: running trials checkpoint and go back to pending.
+    wait_for(
+        "half the sweep done", lambda: done_count(sweep_dir) >= SMOKE_TRIALS // 2, 300, submit.text
+    )
+    stop = head.run(lb.fill(STOP, SUBMISSION_ID=job), timeout=120)
+    assert f"Job '{job}' was stopped" in stop, stop
+    submit.proc.wait(timeout=60)  # the tailing terminal sees the job end
+    assert "interrupted; continue with: cotsweep resume" in submit.text(), submit.text()
+    rows = ledger_rows(sweep_dir)
+    states = [r["state"] for r in rows.values()]
+    assert "running" not in states and "failed" not in states, states
+    done_at_stop = {
+        tid: (sweep_dir / "trials" / tid / "result.json").stat().st_mtime_ns
+        for tid, r in rows.items()
+        if r["state"] == "done"
+    }
+    ran_at_stop = {tid: len(attempts(sweep_dir / "trials" / tid)) for tid in rows}
+    # Two trials train at a time and half are done: some still waited in Ray's queue,
+    # and being stopped there costs them no attempt.
+    assert [t for t in rows if t not in done_at_stop and ran_at_stop[t] == 0], ran_at_stop
+    for tid in done_at_stop:  # a lost node costs the attempts of the trials it ran, no other
+        assert ran_at_stop[tid] == 1 + (tid in lost), (tid, ran_at_stop[tid], lost)
+
+    step("resume")
+    # 7. The resubmitted resume finishes the sweep and reruns nothing that was done.
+    resumed = re.sub(r"\s+", " ", head.run(lb.fill(RESUME), timeout=400))
+    assert re.search(r"Job '\S+' succeeded", resumed), resumed
+    assert f"ran {SMOKE_TRIALS - len(done_at_stop)} this time" in resumed, resumed
+    step("resumed")
+    rows = ledger_rows(sweep_dir)
+    assert [r["state"] for r in rows.values()] == ["done"] * SMOKE_TRIALS, rows
+    for tid, row in rows.items():
+        trial = sweep_dir / "trials" / tid
+        ran = attempts(trial)
+        assert row["attempts"] == len(ran), (tid, row["attempts"], ran)
+        assert json.loads((trial / "result.json").read_text())["steps"] == SMOKE_STEPS, tid
+        if tid in done_at_stop:  # untouched
+            assert len(ran) == ran_at_stop[tid], (tid, ran)
+            assert (trial / "result.json").stat().st_mtime_ns == done_at_stop[tid], tid
+        else:  # one more execution, from its checkpoint where it had one
+            assert len(ran) == ran_at_stop[tid] + 1, (tid, ran, ran_at_stop[tid])
+    for tid in lost:  # the lost node's trials ran again after it died
+        assert len(attempts(sweep_dir / "trials" / tid)) >= 2, tid
