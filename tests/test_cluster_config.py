@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -372,16 +373,24 @@ except KeyboardInterrupt:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="stops its Ray by /proc")
 def test_job_with_runtime_env_reaches_trials_and_stops_like_ctrl_c(tmp_path: Path) -> None:
     """Submit a job with workers/runtime_env.yaml to a real Ray on 127.0.0.2.
 
-    As on the cluster: token authentication on, and the driver joins through
-    cotsweep's own connect(). The runtime env's variables reach the driver and
-    the tasks it starts, its excludes keep outputs out of the upload, and
-    `ray job stop` interrupts the driver with SIGINT, the signal cotsweep turns
-    into "checkpoint and go back to pending". Runs in a child process with its
-    own HOME (the token lives in ~/.ray) so its Ray never meets another test's.
+    As on the cluster: Ray started by `ray start --head` with token
+    authentication, and the driver joins through cotsweep's own connect(). The
+    runtime env's variables reach the driver and the tasks it starts, its
+    excludes keep outputs out of the upload, and `ray job stop` interrupts the
+    driver with SIGINT, the signal cotsweep turns into "checkpoint and go back to
+    pending". The head has a home of its own (the token lives in ~/.ray), its
+    own temp dir and free ports: an embedded ray.init would take the dashboard
+    agent's fixed port 52365, which any other Ray on 127.0.0.2 may hold, and then
+    no job can be submitted to it.
     """
+    from loopback_support import Machine
+
+    from cotsweep.sweep.cluster import free_port
+
     checkout = tmp_path / "checkout"
     (checkout / "runs").mkdir(parents=True)
     shutil.copy(ROOT / ".gitignore", checkout / ".gitignore")
@@ -390,61 +399,53 @@ def test_job_with_runtime_env_reaches_trials_and_stops_like_ctrl_c(tmp_path: Pat
     (checkout / "outputs").mkdir()
     (checkout / "outputs" / "log.txt").write_text("x")
     report = tmp_path / "report.json"
-    home = tmp_path / "home"
-    (home / ".ray").mkdir(parents=True)
-    (home / ".ray" / "auth_token").write_text("cotsweep-test-" + "0" * 32)
+    head = Machine("head", "127.0.0.2", tmp_path / "home")
+    (head.home / ".ray").mkdir()
+    (head.home / ".ray" / "auth_token").write_text("cotsweep-test-" + "0" * 32)
+    head.env["RAY_AUTH_MODE"] = "token"  # as cluster.yaml's `ray start` commands
+    dashboard = free_port("127.0.0.1")
 
     script = textwrap.dedent(f"""
         import json, sys, time
         from pathlib import Path
-        import ray
         from ray.dashboard.modules.dashboard_sdk import parse_runtime_env_args
         from ray.job_submission import JobSubmissionClient
 
-        ctx = ray.init(_node_ip_address="127.0.0.2", include_dashboard=True,
-                       dashboard_host="127.0.0.2", dashboard_port=0, num_cpus=2,
-                       configure_logging=False)
-        try:
-            client = JobSubmissionClient("http://" + ctx.dashboard_url)
-            env = parse_runtime_env_args(runtime_env={str(RUNTIME_ENV_YAML)!r},
-                                         working_dir={str(checkout)!r})
-            for _ in range(120):  # the job agent comes up some seconds after ray.init
-                try:
-                    job = client.submit_job(entrypoint="python driver.py {report}",
-                                            runtime_env=env)
-                    break
-                except RuntimeError as e:
-                    if "No available agent" not in str(e):
-                        raise
-                    time.sleep(1)
-            else:
-                sys.exit("the job agent never came up")
-            ready = Path({str(report.with_suffix(".ready"))!r})
-            deadline = time.time() + 240
-            while not ready.exists():
-                status = client.get_job_status(job)
-                if status.is_terminal() or time.time() > deadline:
-                    sys.exit("job never got ready: " + str(status) + client.get_job_logs(job))
-                time.sleep(0.5)
-            client.stop_job(job)
-            while not client.get_job_status(job).is_terminal():
-                time.sleep(0.5)
-            print(json.dumps({{"status": str(client.get_job_status(job))}}))
-        finally:
-            ray.shutdown()
+        client = JobSubmissionClient("http://127.0.0.1:{dashboard}")
+        env = parse_runtime_env_args(runtime_env={str(RUNTIME_ENV_YAML)!r},
+                                     working_dir={str(checkout)!r})
+        for _ in range(120):  # the job agent comes up some seconds after ray start
+            try:
+                job = client.submit_job(entrypoint="python driver.py {report}", runtime_env=env)
+                break
+            except RuntimeError as e:
+                if "No available agent" not in str(e):
+                    raise
+                time.sleep(1)
+        else:
+            sys.exit("the job agent never came up")
+        ready = Path({str(report.with_suffix(".ready"))!r})
+        deadline = time.time() + 240
+        while not ready.exists():
+            status = client.get_job_status(job)
+            if status.is_terminal() or time.time() > deadline:
+                sys.exit("job never got ready: " + str(status) + client.get_job_logs(job))
+            time.sleep(0.5)
+        client.stop_job(job)
+        while not client.get_job_status(job).is_terminal():
+            time.sleep(0.5)
+        print(json.dumps({{"status": str(client.get_job_status(job))}}))
     """)
-    env = {
-        "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
-        "HOME": str(home),
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_AUTH_MODE": "token",  # as cluster.yaml's `ray start` commands
-    }
-    run = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env
-    )
-    assert run.returncode == 0, run.stdout + run.stderr
+    try:
+        flags = " ".join(head.ray_start_flags(dashboard_port=dashboard))
+        head.run(
+            f"ray start --head --node-ip-address=127.0.0.2 --port=0 --disable-usage-stats {flags}"
+        )
+        head.run(f"python -c {shlex.quote(script)}", timeout=300)
+    finally:
+        head.stop()
 
-    assert report.exists(), "the driver never saw SIGINT: " + run.stdout[-2000:]
+    assert report.exists(), "the driver never saw SIGINT"
     seen = json.loads(report.read_text())
     assert seen["stopped_by"] == "SIGINT"
     assert seen["driver_env"] == {"RAY_JOB_STOP_SIGNAL": "SIGINT", "PYTHONUNBUFFERED": "1"}

@@ -26,22 +26,19 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from loopback_support import ROOT, Machine
 from sweep_support import ledger_rows
 
 from cotsweep.sweep.cluster import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_DOC = ROOT / "docs" / "CLUSTER.md"
 
 # ---------------------------------------------------------------- the docs' commands
@@ -160,132 +157,6 @@ def test_trial_stopped_while_queued_returns_without_an_attempt(tmp_path: Path) -
     assert not (trial / "attempts.jsonl").exists()
 
 
-# ---------------------------------------------------------------- processes, by tree
-def process_table() -> dict[int, tuple[int, int, str]]:
-    """pid -> (parent pid, process group, state) of every live process, from /proc."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:  # gone since listdir
-            continue
-        # the command name stands in parentheses and may hold anything, even ") "
-        fields = stat[stat.rindex(")") + 2 :].split()
-        table[int(entry)] = (int(fields[1]), int(fields[2]), fields[0])
-    return table
-
-
-def has_marker(pid: int, marker: str) -> bool:
-    try:
-        return marker.encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
-        return False
-
-
-class Machine:
-    """One loopback "machine": its address, home directory, shell environment, and processes.
-
-    Everything run on it starts in a new session, so its process group holds
-    what `ray start` leaves running (GCS, raylet, dashboard, agents); Ray's
-    workers and the job's driver get groups of their own but stay descendants
-    of those, and all of them carry this machine's marker in their environment
-    (a net under the tree walk, for a process whose parent died first).
-    """
-
-    def __init__(self, name: str, ip: str, home: Path) -> None:
-        self.name, self.ip, self.home = name, ip, home
-        self.marker = f"COTSWEEP_LOOPBACK_NODE={name}-{uuid.uuid4().hex[:12]}"
-        home.mkdir(parents=True)
-        self.env = {
-            "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
-            "HOME": str(home),
-            "LANG": "C.UTF-8",
-            self.marker.split("=")[0]: self.marker.split("=")[1],
-        }
-        self.groups: set[int] = set()
-        self.temp_dirs: list[Path] = []
-
-    def popen(self, script: str, **kw) -> subprocess.Popen:
-        proc = subprocess.Popen(
-            ["bash", "-euo", "pipefail", "-c", script],
-            env=self.env,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-            **kw,
-        )
-        self.groups.add(proc.pid)
-        return proc
-
-    def run(self, script: str, timeout: float = 120) -> str:
-        """Run a shell script here; its output; fail the test with it on a non-zero exit."""
-        proc = self.popen(script)
-        try:
-            out, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, _ = proc.communicate()
-            pytest.fail(f"{self.name}: timed out after {timeout}s:\n{script}\n{out[-4000:]}")
-        assert proc.returncode == 0, (
-            f"{self.name}: exit {proc.returncode}:\n{script}\n{out[-4000:]}"
-        )
-        return out
-
-    def ray_temp_dir(self) -> Path:
-        """A short one (Ray's socket paths must fit in 107 bytes), fresh for each `ray start`."""
-        path = Path(tempfile.mkdtemp(prefix=f"cotsweep-{self.name}-", dir="/tmp"))
-        self.temp_dirs.append(path)
-        return path
-
-    def processes(self) -> set[int]:
-        """Every live process started on this machine, and every descendant of one."""
-        table = process_table()
-        mine = {
-            pid
-            for pid, (_, group, state) in table.items()
-            if state != "Z" and (group in self.groups or has_marker(pid, self.marker))
-        }
-        children: dict[int, list[int]] = {}
-        for pid, (parent, _, state) in table.items():
-            if state != "Z":
-                children.setdefault(parent, []).append(pid)
-        todo = list(mine)
-        while todo:
-            for child in children.get(todo.pop(), []):
-                if child not in mine:
-                    mine.add(child)
-                    todo.append(child)
-        return mine
-
-    def freeze(self) -> set[int]:
-        """SIGSTOP every process of this machine until no new one appears: none can fork now."""
-        frozen: set[int] = set()
-        while fresh := self.processes() - frozen:
-            for pid in fresh:
-                try:
-                    os.kill(pid, signal.SIGSTOP)
-                except ProcessLookupError:
-                    pass
-            frozen |= fresh
-        return frozen
-
-    def kill(self) -> None:
-        """The machine dies: every process of it, at once, with no chance to clean up."""
-        for pid in self.freeze():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        deadline = time.time() + 30
-        while (left := self.processes()) and time.time() < deadline:
-            time.sleep(0.1)
-        assert not left, f"{self.name}: processes left after SIGKILL: {sorted(left)}"
-
-
 # ---------------------------------------------------------------- the cluster
 class LoopbackCluster:
     """The docs' commands with their placeholders filled in for this machine."""
@@ -312,19 +183,11 @@ class LoopbackCluster:
         )
 
     def scoped(self, block: str, machine: Machine) -> str:
-        """`ray start` kept apart from other Rays on this machine: own temp dir, free ports, 1 CPU."""
-        flags = [
-            f"--temp-dir={machine.ray_temp_dir()}",
-            "--num-cpus=1",
-            f"--dashboard-agent-listen-port={free_port(machine.ip)}",
-        ]
-        if machine is self.head:
-            flags += [
-                f"--dashboard-port={self.dashboard_port}",
-                f"--ray-client-server-port={free_port(machine.ip)}",
-            ]
+        """The block filled in, its `ray start` kept apart from other Rays on this machine."""
+        port = self.dashboard_port if machine is self.head else None
+        flags = " ".join(machine.ray_start_flags(port))
         return "\n".join(
-            line + " " + " ".join(flags) if line.startswith("ray start") else line
+            line + " " + flags if line.startswith("ray start") else line
             for line in self.fill(block).splitlines()
         )
 
@@ -334,9 +197,7 @@ class LoopbackCluster:
 
     def stop_everything(self) -> None:
         for machine in (self.worker, self.head):
-            machine.kill()
-            for path in machine.temp_dirs:
-                shutil.rmtree(path, ignore_errors=True)
+            machine.stop()
 
 
 @pytest.fixture
