@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -21,9 +22,14 @@ from pathlib import Path
 
 import pytest
 
-from cotsweep.sweep.cluster import free_port
-
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port(host: str) -> int:
+    """A port free on ``host`` now (Ray's fixed defaults may be taken by another Ray here)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
 
 
 def process_table() -> dict[int, tuple[int, int, str]]:

@@ -387,9 +387,7 @@ def test_job_with_runtime_env_reaches_trials_and_stops_like_ctrl_c(tmp_path: Pat
     agent's fixed port 52365, which any other Ray on 127.0.0.2 may hold, and then
     no job can be submitted to it.
     """
-    from loopback_support import Machine
-
-    from cotsweep.sweep.cluster import free_port
+    from loopback_support import Machine, free_port
 
     checkout = tmp_path / "checkout"
     (checkout / "runs").mkdir(parents=True)

@@ -34,10 +34,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from loopback_support import ROOT, Machine
+from loopback_support import ROOT, Machine, free_port
 from sweep_support import ledger_rows
-
-from cotsweep.sweep.cluster import free_port
 
 CLUSTER_DOC = ROOT / "docs" / "CLUSTER.md"
 
