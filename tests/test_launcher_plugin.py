@@ -25,6 +25,7 @@ from hydra import version
 from hydra.core.utils import JobStatus
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
 from hydra.test_utils.test_utils import TSweepRunner
+from omegaconf import OmegaConf
 from packaging.version import Version
 from sweep_support import ledger_rows
 
@@ -177,10 +178,11 @@ def test_raising_job_is_retried_then_recorded_failed_while_the_other_completes(
 ):
     sweep_dir = tmp_path / "sweep"
     good, bad = (trial_id(compose_trial([*TRIAL, "task=s5", f"seed={s}"])) for s in (0, 1))
-    # a torn checkpoint left by some earlier crash: loading it raises on every attempt
-    ckpt = sweep_dir / "trials" / bad / "ckpt" / "last.pt"
-    ckpt.parent.mkdir(parents=True)
-    ckpt.write_bytes(b"not a checkpoint")
+    # the trial's directory holds another trial's files: it raises on every attempt
+    foreign = sweep_dir / "trials" / bad / "config.yaml"
+    foreign.parent.mkdir(parents=True)
+    other = OmegaConf.to_yaml(compose_trial([*TRIAL, "task=s5", "seed=7"]))
+    foreign.write_text(other)
 
     sweep = _sweep(
         hydra_sweep_runner,
@@ -197,8 +199,8 @@ def test_raising_job_is_retried_then_recorded_failed_while_the_other_completes(
     assert (failed["state"], failed["attempts"], failed["error_kind"]) == ("failed", 3, "error")
     assert failed["error"].startswith(type(raised.value).__name__)
     assert "Traceback" in failed["traceback"]
-    assert len(files.read_jsonl(sweep_dir / "trials" / bad / files.ATTEMPTS)) == 3
-    assert ckpt.read_bytes() == b"not a checkpoint"  # nothing destroyed
+    assert files.count_attempts(sweep_dir / "trials" / bad) == 3
+    assert foreign.read_text() == other  # nothing destroyed
 
 
 @pytest.mark.usefixtures("hydra_restore_singletons")
@@ -227,6 +229,23 @@ def test_jobs_with_the_same_config_run_once_and_each_gets_its_return(tmp_path, h
             "0",
             "1",
         ]  # job 2 never ran
+        # launched again, every job is done: the returns come back from return.json, plain
+        # data (inside the first runner: its exit deletes the directory)
+        for tid, value in zip(ids[:2], (10, 20), strict=True):
+            assert json.loads((sweep_dir / "trials" / tid / "return.json").read_text()) == {
+                "value": value
+            }
+        again = hydra_sweep_runner(
+            calling_file=None,
+            calling_module="hydra.test_utils.a_module",
+            task_function=lambda cfg: 1 / 0,  # would fail if any job ran again
+            config_path="configs",
+            config_name="compose",
+            overrides=["hydra/launcher=cotsweep", "+a=1,2,1"],
+            temp_dir=sweep_dir,
+        )
+        with again:
+            assert [r.return_value for r in again.returns[0]] == [10, 20, 10]
 
 
 @pytest.mark.usefixtures("hydra_restore_singletons")

@@ -17,7 +17,7 @@ import cotsweep  # noqa: F401  (sets Ray's environment before ray is imported)
 from cotsweep.cli import main as cli
 from cotsweep.status import status
 from cotsweep.sweep.engine import launch, resume
-from cotsweep.sweep.grid import expand
+from cotsweep.sweep.grid import config_yaml, expand
 
 
 def run(path: Path, d: Path, *overrides: str, **kw) -> object:
@@ -58,20 +58,22 @@ def test_relaunch_runs_nothing_and_extension_runs_only_new_points(tmp_path, ray_
 
 
 def test_failing_trial_is_retried_then_failed_while_others_complete(tmp_path, ray_local):
-    # a corrupt checkpoint (a torn disk write from some earlier crash) makes one trial raise
+    # a directory that holds another trial's files makes one trial raise at every attempt
     sw = sweep_file(tmp_path, "fail", {"seed": "0,1,2"}, steps=10)
     d = tmp_path / "sweep"
-    victim = expand(str(sw), [], d)[1].id
-    ckpt = d / "trials" / victim / "ckpt" / "last.pt"
-    ckpt.parent.mkdir(parents=True)
-    ckpt.write_bytes(b"not a checkpoint")
+    trials = expand(str(sw), [], d)
+    victim = trials[1].id
+    foreign = d / "trials" / victim / "config.yaml"
+    foreign.parent.mkdir(parents=True)
+    foreign.write_text(config_yaml(trials[0].cfg))
     out = run(sw, d)
     assert not out.ok and out.counts["done"] == 2 and out.counts["failed"] == 1
     bad = ledger_rows(d)[victim]
     assert bad["state"] == "failed" and bad["attempts"] == 2 and bad["error_kind"] == "error"
-    assert "UnpicklingError" in bad["error"] or "pickle" in bad["error"].lower(), bad["error"]
-    assert "Traceback" in bad["traceback"]
-    assert ckpt.read_bytes() == b"not a checkpoint"  # nothing destroyed
+    assert bad["error"].startswith("ConfigError: run.out_dir="), bad["error"]
+    assert str(d / "trials" / victim) in bad["error"]  # the error names the trial's directory
+    assert "Traceback" in bad["traceback"] and "\x1b[" not in bad["traceback"]
+    assert foreign.read_text() == config_yaml(trials[0].cfg)  # nothing destroyed
     st = status(d)
     assert st["failures"][0]["id"] == victim and st["failures"][0]["attempts"] == 2
 

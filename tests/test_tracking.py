@@ -16,7 +16,7 @@ from pathlib import Path
 import matplotlib
 import pytest
 from conftest import tiny_cfg
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 from wandb_env import all_bytes_under, wandb_sandbox_fixture  # noqa: F401  (registers the fixture)
 
 from cotsweep import files, tracking
@@ -171,6 +171,79 @@ def test_resumed_trial_has_one_value_per_step(tmp_path: Path):
     assert tracking.read_run_log(folders[-1]).summary["acc"] == result["acc"]
     # `cotsweep sync` sees one run of three folders, oldest first (wandb replays them in that order)
     assert tracking.offline_runs(out) == {trial_id(cfg): folders}
+
+
+def lose_wandb_tail(folder: Path, keep_upto: int) -> None:
+    """Cut a run's transaction log back to its rows at or below ``keep_upto``, as when a
+    killed worker's wandb-core had not yet written what it was sent."""
+    log = next(folder.glob("run-*.wandb"))
+    data = log.read_bytes()
+    lo, hi = 7, len(data)  # the longest prefix whose last history step is <= keep_upto
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        log.write_bytes(data[:mid])
+        if tracking.last_logged_step(folder.parent, folder.name.rsplit("-", 1)[-1]) <= keep_upto:
+            lo = mid
+        else:
+            hi = mid - 1
+    log.write_bytes(data[:lo])
+
+
+def wandb_steps(out: Path, cfg) -> list[int]:
+    """Every history step of the trial's run, over all its folders, duplicates included."""
+    folders = tracking.run_folders(out / "wandb", trial_id(cfg))
+    return sorted(row["_step"] for f in folders for row in tracking.read_run_log(f).history)
+
+
+def test_steps_that_wandb_lost_in_a_crash_are_sent_on_resume(tmp_path: Path):
+    """W&B wrote steps 5, 10 of attempt 1 before the crash at 27; metrics.jsonl has 5..25 and
+    the checkpoint is at 20. The resume sends 15 and 20 from the file, then trains on."""
+    cfg = tiny_cfg(
+        [*TRIAL, "train.steps=30", "train.eval_every=10", "run.log_every=5"]
+        + ["run.checkpoint_every=10"]
+    )
+    out = tmp_path / "trial"
+    calls = iter(range(1, 10**6))
+
+    def crash_at_27() -> bool:
+        if next(calls) == 27:
+            raise RuntimeError("worker lost")
+        return False
+
+    _, t1, err = run_tracked(cfg, out, should_stop=crash_at_27)
+    assert isinstance(err, RuntimeError) and t1.error is None
+    (first,) = tracking.run_folders(out / "wandb", trial_id(cfg))
+    lose_wandb_tail(first, keep_upto=10)
+    assert wandb_steps(out, cfg) == [5, 10]
+
+    result, t2, err = run_tracked(cfg, out)
+    assert err is None and result["steps"] == 30
+    assert t2.backfilled_steps == [15, 20] and t2.skipped_steps == []
+    assert wandb_steps(out, cfg) == sorted(metrics_by_step(out)) == [5, 10, 15, 20, 25, 30]
+    logged = metrics_by_step(out)
+    for step, (row,) in history_by_step(tracking.run_folders(out / "wandb")).items():
+        assert row["train/loss"] == pytest.approx(logged[step]["train/loss"], rel=1e-6), step
+
+
+def test_a_finished_trial_run_again_sends_only_what_wandb_lacks(tmp_path: Path):
+    """Killed after result.json, before W&B had its last rows: executed again (as Ray does after
+    a lost worker), the trial costs no attempt and W&B gets the missing steps, once."""
+    from cotsweep.sweep.worker import execute
+
+    cfg = tiny_cfg([*TRIAL, "train.steps=20", "train.eval_every=10", "run.log_every=5"])
+    out = tmp_path / "trial"
+    with open_dict(cfg):
+        cfg.run.out_dir = str(out)
+    cfg_yaml = OmegaConf.to_yaml(cfg)
+    assert execute(cfg_yaml, None)["status"] == "done"
+    assert files.count_attempts(out) == 1
+    (first,) = tracking.run_folders(out / "wandb")
+    lose_wandb_tail(first, keep_upto=10)
+    again = execute(cfg_yaml, None)
+    assert again["status"] == "done" and again["attempts"] == 1
+    assert wandb_steps(out, cfg) == [5, 10, 15, 20]
+    execute(cfg_yaml, None)  # W&B holds everything now: no new run folder
+    assert len(tracking.run_folders(out / "wandb")) == 2
 
 
 # ---------------------------------------------------------------- the sweep's summary run

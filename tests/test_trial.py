@@ -145,7 +145,7 @@ def test_an_interrupted_trial_continues_to_the_same_losses(
 
     with pytest.raises(TrialInterrupted, match=f"interrupted at step {stop_at}"):
         run_trial(cfg, parts, should_stop=stop_after(stop_at))
-    assert torch.load(parts / files.CKPT, weights_only=False)["state"]["step"] == stop_at
+    assert torch.load(parts / files.CKPT, weights_only=True)["state"]["step"] == stop_at
     assert not (parts / files.RESULT).exists()
     continued = run_trial(cfg, parts)
 
@@ -154,8 +154,8 @@ def test_an_interrupted_trial_continues_to_the_same_losses(
     assert metrics(parts, "train/loss") == losses  # exactly: same floats, same steps, no duplicates
     assert metrics(parts, "eval/acc") == metrics(whole, "eval/acc")
     assert metrics(parts, "train/lr") == metrics(whole, "train/lr")
-    a = torch.load(whole / files.CKPT, weights_only=False)["model"]
-    b = torch.load(parts / files.CKPT, weights_only=False)["model"]
+    a = torch.load(whole / files.CKPT, weights_only=True)["model"]
+    b = torch.load(parts / files.CKPT, weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     for key in ("acc", "steps", "tokens_seen", "stop_reason"):
         assert continued[key] == expected[key]
@@ -167,6 +167,51 @@ def test_a_finished_trial_is_not_run_again(tmp: Path) -> None:
     before = snapshot(tmp)
     assert run_trial(cfg, tmp) == first
     assert snapshot(tmp) == before
+
+
+# ---------------------------------------------------------------- checkpoints
+class _RunsAShellCommand:
+    """What a crafted pickle can hold: unpickling it calls os.system."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_checkpoint_runs_nothing_and_the_trial_starts_again(tmp_path: Path) -> None:
+    cfg = tiny_cfg([*RESUME_OVERRIDES, "run.log_every=4"])
+    whole, crafted = tmp_path / "whole", tmp_path / "crafted"
+    expected = run_trial(cfg, whole)
+    marker = tmp_path / "ran"
+    (crafted / "ckpt").mkdir(parents=True)
+    torch.save({"state": _RunsAShellCommand(marker)}, crafted / files.CKPT)
+    assert run_trial(cfg, crafted)["acc"] == expected["acc"]
+    assert not marker.exists(), "loading a checkpoint ran code"
+    (event,) = files.attempt_events(crafted)
+    assert event["event"] == "checkpoint_unreadable" and "last.pt" in event["detail"]
+    assert "UnpicklingError" in event["detail"]
+    assert len(list((crafted / "ckpt").glob("last.pt.unreadable-*"))) == 1  # kept, not deleted
+    assert metrics(crafted, "train/loss") == metrics(whole, "train/loss")
+
+
+def test_a_corrupt_newest_checkpoint_resumes_from_the_older_one(tmp_path: Path) -> None:
+    cfg = tiny_cfg([*RESUME_OVERRIDES, "run.log_every=2", "run.checkpoint_every=4"])
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    run_trial(cfg, whole)
+    with pytest.raises(TrialInterrupted):
+        run_trial(cfg, parts, should_stop=stop_after(10))
+    newest = parts / files.CKPT
+    assert torch.load(newest, weights_only=True)["state"]["step"] == 10
+    assert torch.load(parts / files.CKPT_PREV, weights_only=True)["state"]["step"] == 8
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # a torn write
+    run_trial(cfg, parts)
+    (event,) = files.attempt_events(parts)
+    assert "last.pt" in event["detail"] and "prev.pt" in event["detail"]
+    assert metrics(parts, "train/loss") == metrics(whole, "train/loss")
+    assert metrics(parts, "eval/acc") == metrics(whole, "eval/acc")
+    assert not list((parts / "ckpt").glob(".*.tmp"))
 
 
 # ---------------------------------------------------------------- divergence
@@ -186,7 +231,7 @@ def test_a_non_finite_loss_ends_the_trial_and_keeps_earlier_checkpoints(tmp: Pat
         run_trial(cfg, tmp)
     step = info.value.step
     assert 1 < step < 20
-    kept = torch.load(tmp / files.CKPT, weights_only=False)
+    kept = torch.load(tmp / files.CKPT, weights_only=True)
     assert kept["state"]["step"] == step - 1  # the last checkpoint is the last finite step
     assert all(torch.isfinite(w).all() for w in kept["model"].values()), (
         "a checkpoint kept non-finite weights"

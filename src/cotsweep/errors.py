@@ -15,8 +15,13 @@ class ConfigError(ValueError):
     """A config value that cannot run, named by its key."""
 
     def __init__(self, key: str, value: Any, why: str):
-        self.key, self.value = key, value
+        self.key, self.value, self.why = key, value, why
         super().__init__(f"{key}={value!r}: {why}")
+
+    def __reduce__(self) -> tuple:
+        # rebuilt from its own fields: the default (args=(message,)) cannot be unpickled,
+        # and Ray ships a Hydra job's exception back to the driver by pickling it
+        return (type(self), (self.key, self.value, self.why))
 
 
 def describe_error(e: BaseException | None) -> str:

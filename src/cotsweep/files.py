@@ -6,8 +6,10 @@ Everything about a trial lives at fixed paths in its directory::
     metrics.jsonl    one JSON object per line, each with an explicit "step"
     result.json      final figures; its presence means the trial is done
     ckpt/last.pt     the latest checkpoint (model, optimiser, scheduler, step, RNG)
+    ckpt/prev.pt     the one before it, for when the latest cannot be read
     heartbeat.json   step, time, host and pid of the live attempt
-    attempts.jsonl   one line per execution (host, pid, time): the attempt count
+    attempts.jsonl   the trial's journal: one line per execution (host, pid, time: the
+                     attempt count), and what happened to it (events, its outcome)
 """
 
 from __future__ import annotations
@@ -17,15 +19,16 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-CONFIG, METRICS, RESULT, CKPT, HEARTBEAT, ATTEMPTS = (
+CONFIG, METRICS, RESULT, CKPT, CKPT_PREV, HEARTBEAT, ATTEMPTS = (
     "config.yaml",
     "metrics.jsonl",
     "result.json",
     "ckpt/last.pt",
+    "ckpt/prev.pt",
     "heartbeat.json",
     "attempts.jsonl",
 )
@@ -38,18 +41,34 @@ def atomic_write(path: Path, data: bytes | str) -> None:
     would: colleagues reading a sweep on shared storage see its files.
     (``tempfile.mkstemp`` would make every file 0600.)
     """
+    raw = data.encode() if isinstance(data, str) else data
+    atomic_write_with(path, lambda f: f.write(raw))
+
+
+def atomic_write_with(
+    path: Path, write: Callable[[IO[bytes]], Any], keep_previous: Path | None = None
+) -> None:
+    """``write`` into a uniquely named temporary file beside ``path``, fsync it, rename it over
+    ``path`` and fsync the directory, so that a crash leaves the old file or the new one whole.
+
+    ``keep_previous``: the file ``path`` held is renamed there first (an older generation
+    to fall back on). A crash between the two renames leaves only that older generation.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _create_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
+        if keep_previous is not None and path.exists():
+            os.replace(path, keep_previous)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
 
 
 def _create_beside(path: Path) -> tuple[int, str]:
@@ -61,6 +80,20 @@ def _create_beside(path: Path) -> tuple[int, str]:
             return os.open(tmp, flags, 0o666), tmp
         except FileExistsError:  # another writer's name: draw again
             continue
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make renames in ``directory`` durable (a file's own fsync does not cover its name)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # platforms (or file systems) that cannot open a directory
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -82,7 +115,7 @@ def load_yaml(text: str) -> dict:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """Every complete line; a torn last line (a crash mid-write) is dropped."""
+    """Every complete line; a torn line (a crash mid-write) is skipped."""
     rows = []
     try:
         with open(path) as f:
@@ -90,7 +123,7 @@ def read_jsonl(path: Path) -> list[dict]:
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError:
-                    break
+                    continue
     except FileNotFoundError:
         pass
     return rows
@@ -101,9 +134,10 @@ class MetricsLog:
 
     def __init__(self, path: Path, resume_step: int | None = None):
         self.path = Path(path)
+        self.kept: list[dict] = []  # the rows up to the checkpoint's step, on resume
         if resume_step is not None:
-            keep = [r for r in read_jsonl(self.path) if r.get("step", 0) <= resume_step]
-            atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in keep))
+            self.kept = [r for r in read_jsonl(self.path) if r.get("step", 0) <= resume_step]
+            atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in self.kept))
         elif self.path.exists():
             self.path.unlink()
         self._f = open(self.path, "a")
@@ -116,24 +150,60 @@ class MetricsLog:
         self._f.close()
 
 
-def record_attempt(trial_dir: Path) -> int:
-    """Append this execution to attempts.jsonl; returns the attempt number (1-based)."""
+# ---------------------------------------------------------------- the trial's journal
+# attempts.jsonl, append-only: a line per execution ({"event": "start", host, pid, time}),
+# per notable event of one ({"event": "checkpoint_unreadable", ...}) and per outcome
+# ({"event": "end", "status": ...}). It is what the trial itself wrote, so a ledger
+# rebuilt from the trial files (`cotsweep rebuild`) knows attempts, failures and errors.
+
+
+def journal(trial_dir: Path, record: dict) -> None:
+    """Append one record to the trial's journal, durably."""
     path = Path(trial_dir) / ATTEMPTS
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        f.write(
-            json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()})
-            + "\n"
-        )
+    line = json.dumps({**record, "time": record.get("time", time.time())}) + "\n"
+    with open(path, "a+b") as f:
+        if f.tell() > 0:  # a torn last line (a crash mid-append) must not swallow this one
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                line = "\n" + line
+        f.write(line.encode())
         f.flush()
         os.fsync(f.fileno())
+
+
+def record_attempt(trial_dir: Path) -> int:
+    """Journal the start of this execution; returns the attempt number (1-based)."""
+    journal(trial_dir, {"event": "start", "host": socket.gethostname(), "pid": os.getpid()})
     return count_attempts(trial_dir)
 
 
+def record_event(trial_dir: Path, event: str, detail: str) -> None:
+    journal(trial_dir, {"event": event, "detail": detail})
+
+
+def journal_records(trial_dir: Path) -> list[dict]:
+    """The journal since the last attempts reset (lines before it are history only)."""
+    rows = read_jsonl(Path(trial_dir) / ATTEMPTS)
+    resets = [i for i, r in enumerate(rows) if r.get("event") == "reset"]
+    return rows[resets[-1] + 1 :] if resets else rows
+
+
 def count_attempts(trial_dir: Path) -> int:
-    return len(read_jsonl(Path(trial_dir) / ATTEMPTS))
+    # lines without an event are starts written before the journal had events
+    return sum(r.get("event", "start") == "start" for r in journal_records(trial_dir))
+
+
+def attempt_events(trial_dir: Path) -> list[dict]:
+    """The events journaled since this attempt started (its notes for the ledger)."""
+    rows = journal_records(trial_dir)
+    starts = [i for i, r in enumerate(rows) if r.get("event", "start") == "start"]
+    mine = rows[starts[-1] + 1 :] if starts else rows
+    return [r for r in mine if r.get("event") not in ("start", "end", "reset")]
 
 
 def reset_attempts(trial_dirs: Iterable[Path]) -> None:
+    """Start counting attempts again; the journal keeps the earlier ones as history."""
     for d in trial_dirs:
-        (Path(d) / ATTEMPTS).unlink(missing_ok=True)
+        if (Path(d) / ATTEMPTS).exists():
+            journal(d, {"event": "reset"})

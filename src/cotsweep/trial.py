@@ -12,6 +12,7 @@ an uninterrupted run exactly.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
 import socket
@@ -32,6 +33,8 @@ from cotsweep.ids import trial_id
 from cotsweep.model import GPT, GPTConfig
 from cotsweep.secret_guard import refuse_secrets
 from cotsweep.tasks import Batch, Task, make_task
+
+log = logging.getLogger(__name__)
 
 
 class Diverged(RuntimeError):
@@ -308,11 +311,59 @@ def fresh_state() -> dict:
     return {"step": 0, "tokens": 0, "wall": 0.0, "streak": 0, "eval": {}}
 
 
-def load_checkpoint(path: Path, tr: Training) -> dict | None:
-    """Restore model, optimiser, schedule, data stream and RNGs; returns the saved state."""
-    if not path.exists():
-        return None
-    ck = torch.load(path, map_location=tr.device, weights_only=False)
+class CheckpointUnreadable(RuntimeError):
+    """A checkpoint file that cannot be read back (torn, truncated, or not ours)."""
+
+
+def load_checkpoint(
+    out: Path,
+    tr: Training,
+    note: Callable[[str, str], None] = lambda event, detail: None,
+    owner: bool = True,
+) -> dict | None:
+    """Restore model, optimiser, schedule, data stream and RNGs from the newest readable
+    generation (ckpt/last.pt, else ckpt/prev.pt); returns the saved state, or None to start
+    from step 0.
+
+    A generation that cannot be read is renamed aside (``*.unreadable-<time>``: kept for
+    a post-mortem, never loaded again, never the "previous" of a later save) and
+    ``note``-d, so the trial goes on from the older one instead of failing at every
+    attempt. Files are read with ``weights_only=True``: tensors and plain values only,
+    so a crafted file in a shared sweep directory cannot run code. Only the ``owner``
+    (rank 0) renames files; the other ranks of a data-parallel trial just read.
+    """
+    if owner:
+        for stray in (out / files.CKPT).parent.glob(".*.tmp"):  # a save a crash cut short
+            stray.unlink(missing_ok=True)
+    for name in (files.CKPT, files.CKPT_PREV):
+        path = out / name
+        if not path.exists():
+            continue
+        try:
+            return _restore(path, tr)
+        except Exception as e:
+            why = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            aside = path.with_name(f"{path.name}.unreadable-{int(time.time())}")
+            if owner:
+                os.replace(path, aside)
+                files.fsync_dir(path.parent)
+            note(
+                "checkpoint_unreadable",
+                f"{path}: {type(e).__name__}: {why} (kept as {aside.name}; "
+                + ("continuing from ckpt/prev.pt)" if name == files.CKPT else "starting again)"),
+            )
+    return None
+
+
+def _restore(path: Path, tr: Training) -> dict:
+    # read on the CPU: a file's bytes never need device memory, and a load cannot fail
+    # for want of it (which is not a sign of a broken file)
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    missing = {"model", "opt", "sched", "gen", "rng_cpu", "state"} - set(
+        ck if isinstance(ck, dict) else ()
+    )
+    if missing:
+        raise CheckpointUnreadable(f"not a trial checkpoint: no {sorted(missing)}")
     tr.model.load_state_dict(ck["model"])
     tr.opt.load_state_dict(ck["opt"])
     tr.sched.load_state_dict(ck["sched"])
@@ -323,25 +374,21 @@ def load_checkpoint(path: Path, tr: Training) -> dict | None:
     return ck["state"]
 
 
-def save_checkpoint(path: Path, tr: Training, state: dict) -> None:
-    """Everything needed to continue exactly, written to a temporary file and renamed over."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(
-        {
-            "model": tr.model.state_dict(),
-            "opt": tr.opt.state_dict(),
-            "sched": tr.sched.state_dict(),
-            "gen": tr.gen.get_state(),
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state() if tr.device.type == "cuda" else None,
-            "state": state,
-        },
-        tmp,
+def save_checkpoint(out: Path, tr: Training, state: dict) -> None:
+    """Everything needed to continue exactly, as a new generation: the current one becomes
+    ckpt/prev.pt (written whole, fsynced, renamed; the directory fsynced)."""
+    blob = {
+        "model": tr.model.state_dict(),
+        "opt": tr.opt.state_dict(),
+        "sched": tr.sched.state_dict(),
+        "gen": tr.gen.get_state(),
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state() if tr.device.type == "cuda" else None,
+        "state": state,
+    }
+    files.atomic_write_with(
+        out / files.CKPT, lambda f: torch.save(blob, f), keep_previous=out / files.CKPT_PREV
     )
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- the step
@@ -420,8 +467,8 @@ class MetricsOut:
     def __init__(self, out: Path, resume_step: int | None, tracker: Any):
         self.log = files.MetricsLog(out / files.METRICS, resume_step)
         self.tracker = tracker
-        if tracker is not None:
-            tracker.start(resume_step)
+        if tracker is not None:  # W&B gets the kept rows it lacks (a crash lost its tail)
+            tracker.start(resume_step, history=self.log.kept)
 
     def emit(self, step: int, metrics: dict) -> None:
         self.log.write(step, metrics)
@@ -458,7 +505,13 @@ def _train(
     checkpoint, beat the heartbeat. Host reads happen only at log, eval and checkpoint steps."""
     t, run = cfg.train, cfg.run
     tr = build_training(cfg, task, dctx)
-    saved = load_checkpoint(out / files.CKPT, tr)
+    unreadable: list[str] = []
+    note = _journal_note(out, dctx)
+    saved = load_checkpoint(
+        out, tr, lambda e, d: (unreadable.append(d), note(e, d)), owner=dctx.is_main
+    )
+    if saved is None and unreadable:  # no generation could be read: undo their partial loads
+        tr = build_training(cfg, task, dctx)
     state = saved if saved is not None else fresh_state()
     resume_step = state["step"] if saved is not None else None
     metrics = MetricsOut(out, resume_step, tracker) if dctx.is_main else None
@@ -517,7 +570,7 @@ def _train(
                 state["wall"] = time.perf_counter() - wall_start
                 state["loss_window"] = window.saved()
                 if dctx.is_main:
-                    save_checkpoint(out / files.CKPT, tr, state)
+                    save_checkpoint(out, tr, state)
             if dctx.is_main and (time.monotonic() - last_beat > 5 or last):
                 last_beat = time.monotonic()
                 write_heartbeat(out, step)
@@ -541,6 +594,18 @@ def _train(
         if tracker is not None:
             tracker.summary(result)
     return result
+
+
+def _journal_note(out: Path, dctx: DistContext) -> Callable[[str, str], None]:
+    """Where a trial's notes go: its journal (rank 0; the worker passes them to the ledger)
+    and the log, for a trial run in the foreground."""
+
+    def note(event: str, detail: str) -> None:
+        log.warning("trial %s: %s: %s", out.name, event, detail)
+        if dctx.is_main:
+            files.record_event(out, event, detail)
+
+    return note
 
 
 def _result(

@@ -239,7 +239,7 @@ class Driver:
         self._bar.advance(status, col["state"])
         if self.on_event:
             self.on_event(status, {"id": row.id, **out})
-        return Finished(col, status, retry)
+        return Finished(col, status, retry, notes=[tuple(n) for n in out.get("events", ())])
 
     def _submit(
         self, cfg: Any, cfg_yaml: str, remote_one: Any, remote_group: Any, cluster_gpus: float

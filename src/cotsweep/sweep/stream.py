@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from cotsweep.ledger import Ledger
@@ -27,6 +27,7 @@ class Finished:
     columns: dict[str, Any]
     event: str
     retry: bool = False
+    notes: list[tuple[str, str | None]] = field(default_factory=list)  # the trial's own events
 
 
 class RayStream(Generic[T]):
@@ -90,6 +91,7 @@ class RayStream(Generic[T]):
                 k = self.key(item)
                 done = self.finish(item, ref, tries[k], started[k])
                 changes.append((k, done.columns))
+                events += [(k, name, detail) for name, detail in done.notes]
                 events.append((k, done.event, done.columns.get("error")))
                 if done.retry:
                     queue.append(item)

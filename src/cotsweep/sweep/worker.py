@@ -10,8 +10,11 @@ driver decides about everything else from the outcome's ``status``:
 * ``interrupted``: the driver asked it to stop; it checkpointed and returns to pending
   (one that had not started yet returns at once, with no attempt recorded).
 
-Every execution appends to the trial's attempts.jsonl first, so the attempt
-count includes executions that Ray retried after their worker died.
+Every execution of an unfinished trial appends to the trial's journal
+(attempts.jsonl) first, so the attempt count includes executions that Ray
+retried after their worker died; a trial whose result.json exists is done and
+costs no attempt. The outcome is journaled too, so that a ledger rebuilt from
+the trial files knows it.
 """
 
 from __future__ import annotations
@@ -30,12 +33,33 @@ from cotsweep.ids import trial_id
 TRACEBACK_TAIL = 4000
 
 
-def outcome(status: str, trial_dir: Path, **fields: Any) -> dict:
+def outcome(status: str, trial_dir: Path | None, **fields: Any) -> dict:
+    try:
+        attempts = files.count_attempts(trial_dir) if trial_dir else 0
+        events = (
+            [(r["event"], r.get("detail")) for r in files.attempt_events(trial_dir)]
+            if trial_dir
+            else []
+        )
+    except OSError:  # an unreadable journal: the outcome itself still reaches the ledger
+        attempts, events = 0, []
     return {
         "status": status,
-        "attempts": files.count_attempts(trial_dir),
+        "attempts": attempts,
         "host": socket.gethostname(),
+        "events": events,
         **fields,
+    }
+
+
+def failure(e: BaseException, trial_dir: Path | None) -> dict[str, str]:
+    """An exception as the ledger records it: its type and message on one line, naming the
+    trial's directory, and the tail of its traceback."""
+    where = f" [trial dir {trial_dir}]" if trial_dir is not None else ""
+    text = " ".join(str(e).split())
+    return {
+        "error": f"{type(e).__name__}: {text}{where}",
+        "traceback": traceback.format_exc()[-TRACEBACK_TAIL:],
     }
 
 
@@ -45,27 +69,73 @@ def execute(
     dist: tuple[int, int, str] | None = None,
     listen_fd: int | None = None,
 ) -> dict:
-    """Run one trial (or one rank of it) in this process; returns its outcome.
+    """Run one trial (or one rank of it) in this process; returns its outcome, never raises.
 
     ``dist`` is (rank, world size, rendezvous address); rank 0 serves the
     rendezvous on ``listen_fd``, a socket already listening there.
     """
-    cfg = OmegaConf.create(files.load_yaml(cfg_yaml))
-    trial_dir = Path(cfg.run.out_dir)
-    if dist is None and stop_file and Path(stop_file).exists():
-        # Stopped while it waited in Ray's queue (on a cluster every trial of the sweep
-        # waits there): it never started, so it costs no attempt, and it returns before
-        # importing torch, so a stop drains the queue in moments.
-        return outcome("interrupted", trial_dir)
+    trial_dir: Path | None = None
+    try:
+        cfg = OmegaConf.create(files.load_yaml(cfg_yaml))
+        trial_dir = Path(cfg.run.out_dir)
+        rank = dist[0] if dist else 0
+        done = files.read_json(trial_dir / files.RESULT)
+        if done is not None:  # finished by an earlier attempt: no attempt is counted
+            if rank == 0:
+                _mirror_finished(cfg, trial_dir, done)
+            return outcome("done", trial_dir, result=done)
+        if dist is None and stop_file and Path(stop_file).exists():
+            # Stopped while it waited in Ray's queue (on a cluster every trial of the sweep
+            # waits there): it never started, so it costs no attempt, and it returns before
+            # importing torch, so a stop drains the queue in moments.
+            return outcome("interrupted", trial_dir)
+        if rank == 0:
+            files.record_attempt(trial_dir)
+        out = _run(cfg, trial_dir, stop_file, dist, listen_fd)
+    except Exception as e:  # before the trial ran (a full disk, a bad directory): recorded too
+        out = outcome("error", trial_dir, **failure(e, trial_dir))
+    if trial_dir is not None and (dist is None or dist[0] == 0) and out["status"] != "done":
+        _journal_end(trial_dir, out)
+    return out
 
+
+def _journal_end(trial_dir: Path, out: dict) -> None:
+    """The outcome in the trial's own journal, for a ledger rebuilt from the trial files."""
+    try:
+        files.journal(
+            trial_dir,
+            {
+                "event": "end",
+                **{k: out.get(k) for k in ("status", "error", "step", "traceback")},
+            },
+        )
+    except OSError:  # a full disk: the ledger still gets the outcome from the return value
+        pass
+
+
+def _mirror_finished(cfg: Any, trial_dir: Path, result: dict) -> None:
+    """A finished trial whose W&B run may lack its last rows (a kill after result.json)."""
+    from cotsweep.tracking import open_tracker
+
+    tracker = open_tracker(cfg, trial_dir, trial_id(cfg))
+    if tracker is not None:
+        tracker.complete(files.read_jsonl(trial_dir / files.METRICS), result)
+        tracker.finish()
+
+
+def _run(
+    cfg: Any,
+    trial_dir: Path,
+    stop_file: str | None,
+    dist: tuple[int, int, str] | None,
+    listen_fd: int | None,
+) -> dict:
     import torch
 
     from cotsweep.tracking import open_tracker
     from cotsweep.trial import DistContext, Diverged, StopSignal, TrialInterrupted, run_trial
 
     rank, world = (dist[0], dist[1]) if dist else (0, 1)
-    if rank == 0:
-        files.record_attempt(trial_dir)
     if dist is not None:
         backend = "nccl" if torch.cuda.is_available() and cfg.run.device != "cpu" else "gloo"
         torch.distributed.init_process_group(
@@ -90,12 +160,7 @@ def execute(
     except KeyboardInterrupt:  # a terminal's Ctrl-C reaches the workers too: back to pending
         return outcome("interrupted", trial_dir)
     except Exception as e:  # any failure of the trial's own code is recorded, not raised
-        return outcome(
-            "error",
-            trial_dir,
-            error=f"{type(e).__name__}: {e}",
-            traceback=traceback.format_exc()[-TRACEBACK_TAIL:],
-        )
+        return outcome("error", trial_dir, **failure(e, trial_dir))
     finally:
         if tracker is not None:
             tracker.finish()

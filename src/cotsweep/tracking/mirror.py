@@ -103,19 +103,34 @@ class Tracker:
         self.error: str | None = None
         self.run_dir: Path | None = None  # the run folder this attempt writes, once started
         self.skipped_steps: list[int] = []  # replayed steps already in W&B, not logged again
+        self.backfilled_steps: list[int] = []  # kept steps W&B had lost, sent again from the file
         self._skip_upto = -1
         self._completed = (
             False  # a summary arrived: the trial finished, the run is "finished" not "failed"
         )
 
     # -- called by the trial (training thread): queue only
-    def start(self, resume_step: int | None = None) -> None:
+    def start(self, resume_step: int | None = None, history: list[dict] | None = None) -> None:
+        """Open the run; ``history``: the trial's metrics.jsonl rows up to ``resume_step``,
+        of which W&B gets every step it does not hold yet before anything newer."""
         if self._thread is not None or self._off:
             return
         self._thread = threading.Thread(
-            target=self._work, args=(resume_step,), name=f"wandb-{self.trial_id}", daemon=True
+            target=self._work,
+            args=(resume_step, list(history or ())),
+            name=f"wandb-{self.trial_id}",
+            daemon=True,
         )
         self._thread.start()
+
+    def complete(self, history: list[dict], result: dict) -> None:
+        """A finished trial met again: send what W&B lacks of it (a worker killed after
+        result.json was written, before W&B had its last rows), or nothing at all."""
+        steps = [int(r["step"]) for r in history if "step" in r]
+        if steps and last_logged_step(self.trial_dir / WANDB_DIR, self.trial_id) >= max(steps):
+            return
+        self.start(max(steps, default=0), history)
+        self.summary(result)
 
     def log(self, metrics: dict, step: int) -> None:
         if not self._off:
@@ -146,14 +161,15 @@ class Tracker:
                 self.error,
             )
 
-    def _work(self, resume_step: int | None) -> None:
+    def _work(self, resume_step: int | None, history: list[dict]) -> None:
         run = None
-        try:
-            run = self._open(resume_step)
-        except Exception as e:
-            self._fail("wandb.init", e)
         pending: _Row | None = None
         last_sent = -1
+        try:
+            run = self._open(resume_step)
+            last_sent = self._backfill(run, history)
+        except Exception as e:
+            self._fail("wandb.init", e)
         while True:
             op, step, data = self._ops.get()
             if op == "finish":
@@ -204,6 +220,25 @@ class Tracker:
         if resume_step is not None:
             run.summary["resumed_from_step"] = resume_step
         return run
+
+    def _backfill(self, run: Any, history: list[dict]) -> int:
+        """Send the rows of ``history`` above the last step W&B holds, one whole row per step.
+
+        A crash can cost W&B the tail of what it was sent (its process had not written
+        it yet) while metrics.jsonl, written first, kept it: without this the steps
+        between W&B's last one and the checkpoint would never reach W&B.
+        """
+        rows: dict[int, dict] = {}
+        for r in history:
+            step = int(r.get("step", -1))
+            if step > self._skip_upto:
+                rows.setdefault(step, {}).update(_loggable(r))
+        last_sent = -1
+        for step in sorted(rows):
+            rows[step].pop("step", None)
+            last_sent = self._send(run, _Row(step, rows[step]), last_sent)
+        self.backfilled_steps = sorted(s for s in rows if rows[s])
+        return last_sent
 
     def _send(self, run: Any, row: _Row, last_sent: int) -> int:
         if row.step <= last_sent or not row.metrics:

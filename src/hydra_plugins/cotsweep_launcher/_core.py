@@ -10,8 +10,9 @@ Each job is one trial of cotsweep's sweep engine:
    (``hydra.sweep.dir``/ledger.sqlite) under the sweep's driver lock; ids
    already recorded are left untouched;
 3. jobs whose trial is ``done`` are not run again: their JobReturn carries the
-   recorded return value (``DIR/trials/<id>/return.pkl``, or for a trial that
-   ``cotsweep launch`` finished, its result.json);
+   recorded return value (``DIR/trials/<id>/return.json``, or for a trial that
+   ``cotsweep launch`` finished, its result.json): data, never a pickle, since
+   anyone who can write the sweep directory could make a pickle run code here;
 4. the others run as Ray tasks that call Hydra's ``run_job`` with the task
    function, so each job gets Hydra's usual output directory, ``.hydra/`` files
    and log. Results are taken with ``ray.wait`` as they finish and written to
@@ -33,9 +34,9 @@ with ``_``, so only a launch pays for it.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
-import pickle
 import socket
 import sys
 import time
@@ -76,7 +77,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RETURN_FILE = "return.pkl"
+RETURN_FILE = "return.json"
 TRACEBACK_TAIL = 4000
 
 # what a job of an application that is not a cotsweep trial gets
@@ -191,22 +192,23 @@ def _gpus(launcher: CotsweepLauncher, job: Job, cluster_gpus: float) -> float:
 
 # ---------------------------------------------------------------- recorded returns
 def _save_return(sweep_dir: Path, tid: str, value: Any) -> None:
-    """Keep a done job's return value, so a later multirun that skips the job can give it back."""
+    """Keep a done job's return value as JSON, so a later multirun that skips the job can give it
+    back. A value JSON cannot hold (an object, a tensor) is given back as None then."""
     try:
-        blob = ray.cloudpickle.dumps(value)
-    except Exception as e:  # an unpicklable return value is given back as None on a later run
+        text = json.dumps({"value": value}, allow_nan=True)
+    except (TypeError, ValueError) as e:
         log.warning(
-            f"job {tid}: its return value cannot be pickled ({type(e).__name__}: {e}); not recorded"
+            f"job {tid}: its return value is not JSON data ({type(e).__name__}: {e}); "
+            "a later run that skips this job returns None for it"
         )
         return
-    files.atomic_write(sweep_dir / "trials" / tid / RETURN_FILE, blob)
+    files.atomic_write(sweep_dir / "trials" / tid / RETURN_FILE, text + "\n")
 
 
 def _recorded_return(sweep_dir: Path, row: TrialRow) -> Any:
-    path = sweep_dir / "trials" / row.id / RETURN_FILE
-    if path.exists():
-        # the sweep directory's own file, written by _save_return of this user's earlier run
-        return pickle.loads(path.read_bytes())
+    recorded = files.read_json(sweep_dir / "trials" / row.id / RETURN_FILE)
+    if isinstance(recorded, dict) and "value" in recorded:
+        return recorded["value"]
     out = OmegaConf.select(OmegaConf.create(row.config), "run.out_dir")
     if out:  # finished by `cotsweep launch`: its result.json is what the trial returned
         return files.read_json(Path(out) / files.RESULT)
