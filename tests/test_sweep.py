@@ -76,6 +76,13 @@ def test_failing_trial_is_retried_then_failed_while_others_complete(tmp_path, ra
     assert foreign.read_text() == config_yaml(trials[0].cfg)  # nothing destroyed
     st = status(d)
     assert st["failures"][0]["id"] == victim and st["failures"][0]["attempts"] == 2
+    # the retry budget lives in the ledger: a resume does not start it again
+    again = resume(d, progress=False)
+    assert again.ran == 0 and again.exhausted == 1
+    # unless asked to; the journal keeps the earlier attempts as history
+    again = resume(d, progress=False, reset_attempts=True)
+    assert again.ran == 2 and again.counts["failed"] == 1
+    assert ledger_rows(d)[victim]["attempts"] == 2 and ledger_rows(d)[victim]["failures"] == 2
 
 
 def test_killed_worker_is_retried_from_its_checkpoint_with_identical_metrics(tmp_path, ray_local):
@@ -274,6 +281,9 @@ def test_sigkilled_driver_then_resume_reruns_no_finished_trial(tmp_path):
         if r["state"] == "done"
     }
     assert ledger_rows(d) and len(done_before) < 6
+    st = status(d)  # the dead driver is named as gone, its trials as pending
+    assert not st["driver_alive"] and st["counts"]["running"] == 0
+    assert f"PID {driver.pid}" in st["advice"] and f"cotsweep resume {d}" in st["advice"]
     out = resume(d, progress=False)
     assert out.ok and out.counts["done"] == 6
     assert out.ran == 6 - len(done_before)

@@ -1,8 +1,10 @@
 """`cotsweep ...`: the user's verbs.
 
     cotsweep launch NAME|PATH [overrides...]   run a named sweep (or extend it)
-    cotsweep status DIR [--json]               counts per state, failures, ETA
+    cotsweep status DIR [--json]               counts per state, failures, ETA, the driver's state
     cotsweep resume DIR                        rerun failed and unfinished trials
+    cotsweep stop DIR                          from any shell: running trials checkpoint, then pending
+    cotsweep rebuild DIR                       a new ledger from the trial files (damaged or deleted)
     cotsweep report DIR                        plots and tables into DIR/report/
     cotsweep sync DIR                          push offline W&B runs
     cotsweep train [overrides...]              one trial in the foreground
@@ -10,7 +12,11 @@
     cotsweep tasks sample TASK ...             examples of a task as JSON lines
 
 Exit codes: 0 success, 1 a trial failed, 2 bad input (nothing was started or
-written), 3 a trial diverged, 130 interrupted.
+written) or a ledger that cannot be read or written (the message names the file
+and the command that recovers), 3 a trial diverged, 75 stopped by SIGTERM,
+SIGHUP, SIGUSR1 or `cotsweep stop` (running trials checkpointed and are pending:
+`cotsweep resume DIR` continues; a batch script may requeue itself on 75),
+130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -23,11 +29,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from cotsweep.errors import ConfigError, describe_error
+from cotsweep.errors import ConfigError, LedgerError, describe_error
 
 console = Console(stderr=True)
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
+EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped on request, every trial resumable
 # failures listed by a sweep's summary and by `status` (which takes 0.1 s more per 50 on a
 # terminal); `status --json` lists all of them
 STATUS_FAILURES_SHOWN = 20
@@ -158,9 +165,18 @@ def _finish(out, args: argparse.Namespace) -> int:
         console.print(
             f"  [red]failed[/] {f['id']} ({f['kind']}) {escape(' '.join(f['overrides']))}: {escape(str(f['error']))}"
         )
+    if out.exhausted:
+        console.print(
+            f"{out.exhausted} failed trials were not run again (they diverged or used their "
+            f"resources.max_attempts); to run them again: cotsweep resume {out.dir} --reset-attempts"
+        )
     if out.interrupted:
-        console.print(f"interrupted; continue with: cotsweep resume {out.dir}")
-        return EXIT_INTERRUPTED
+        how = "interrupted" if out.stopped_by in (None, "SIGINT") else f"stopped ({out.stopped_by})"
+        console.print(
+            f"{how}: running trials checkpointed and are pending; continue with: "
+            f"cotsweep resume {out.dir}"
+        )
+        return EXIT_INTERRUPTED if out.stopped_by in (None, "SIGINT") else EXIT_STOPPED
     if not getattr(args, "no_report", False) and c["done"]:
         write_report(out.dir)
     return 0 if out.ok else EXIT_FAILED
@@ -274,10 +290,17 @@ def cmd_status(args: argparse.Namespace) -> int:
         if st["concurrency"]:
             pace += f", {st['concurrency']:.1f} training at once"
         out.print(f"  ETA about {st['eta_s'] / 60:.1f} min ({pace})")
-    if st["driver"]:
+    if st["driver"] and st["driver_alive"]:
         d = st["driver"]
         job = f", Ray job {d['ray_job']}" if d.get("ray_job") else ""
         out.print(f"  driver: host {d['host']} PID {d['pid']}{job}")
+    if st["advice"]:
+        out.print(f"  [yellow]{escape(st['advice'])}[/]")
+    for t in st["stalled"]:
+        out.print(
+            f"  [yellow]stalled?[/] {t['id']}: no heartbeat for {t['heartbeat_age_s']:.0f} s "
+            f"(step {t['step']}, host {t['host']}); the driver cancels and retries it"
+        )
     for axis, values in st["axes"].items():
         out.print(
             f"  [bold]{axis}[/]: "
@@ -293,6 +316,27 @@ def cmd_status(args: argparse.Namespace) -> int:
         out.print(
             f"  ... and {more} more failed trials (all of them: cotsweep status {args.dir} --json)"
         )
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from cotsweep.stop import stop
+
+    try:
+        out = stop(Path(args.dir), wait_s=0.0 if args.no_wait else args.timeout)
+    except FileNotFoundError as e:
+        raise BadInput(str(e)) from e
+    console.print(escape(out.message))
+    return 0 if out.stopped or not out.asked or args.no_wait else EXIT_FAILED
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    from cotsweep.rebuild import rebuild
+
+    if not Path(args.dir).is_dir():
+        raise BadInput(f"no sweep directory at {args.dir}")
+    out = rebuild(Path(args.dir))
+    console.print(escape(out.summary()))
     return 0
 
 
@@ -369,6 +413,22 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="stable JSON for scripts")
     st.set_defaults(fn=cmd_status)
 
+    sp = sub.add_parser(
+        "stop", help="from any shell: running trials checkpoint and return to pending"
+    )
+    sp.add_argument("dir")
+    sp.add_argument("--no-wait", action="store_true", help="ask, and do not wait for the driver")
+    sp.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds to wait for the driver to leave"
+    )
+    sp.set_defaults(fn=cmd_stop)
+
+    rb = sub.add_parser(
+        "rebuild", help="a new ledger from the trial files, when it is damaged or deleted"
+    )
+    rb.add_argument("dir")
+    rb.set_defaults(fn=cmd_rebuild)
+
     rp = sub.add_parser("report", help="plots and tables into DIR/report/")
     rp.add_argument("dir")
     rp.add_argument(
@@ -429,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = list(args.overrides) + rest
     try:
         return args.fn(args)
-    except BadInput as e:
+    except (BadInput, LedgerError) as e:
         console.print(f"[red]error:[/] {escape(str(e))}")
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

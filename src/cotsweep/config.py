@@ -105,8 +105,13 @@ class ResourcesConfig:
     workers: int = 1
     # Ray retries of a trial whose worker or node was lost
     max_retries: int = 3
-    # attempts of a trial that raised, before it is marked failed
+    # failed attempts of a trial (it raised, its worker was lost, it stalled) before it is
+    # marked failed; counted in the ledger, so a resume does not start the count again
     max_attempts: int = 2
+    # a running trial whose heartbeat is older than this is stalled: cancelled and retried
+    stall_after_s: float = 300.0
+    # each attempt checkpoints and stops (failed, kind timeout) after this long; null: no limit
+    time_limit_s: float | None = None
 
 
 @dataclass

@@ -38,3 +38,16 @@ def describe_error(e: BaseException | None) -> str:
             break
         e = e.__cause__ or e.__context__
     return "\n  ".join(parts)
+
+
+class LedgerError(RuntimeError):
+    """The sweep's ledger cannot be read or written.
+
+    Its message is one line for the user: the file, SQLite's own reason (the
+    real one: "database or disk is full", never a follow-up "cannot rollback")
+    and the command that recovers. The CLI prints it and exits 2.
+    """
+
+    def __init__(self, path: Any, message: str):
+        self.path = path
+        super().__init__(message)

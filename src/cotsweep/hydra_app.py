@@ -53,6 +53,9 @@ def run(cfg: DictConfig) -> dict:
     from cotsweep.trial import run_trial
 
     out = trial_dir(cfg)
+    done = files.read_json(out / files.RESULT)
+    if done is not None:  # finished by an earlier attempt: it costs no attempt
+        return done
     files.record_attempt(out)  # attempts.jsonl, as the engine's worker keeps it
     tracker = open_tracker(cfg, out, trial_id(cfg))
     try:

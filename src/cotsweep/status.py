@@ -22,7 +22,10 @@ import json
 import time
 from pathlib import Path
 
-from cotsweep.ledger import STALE_AFTER_S, Ledger
+from cotsweep.ledger import Ledger, driver_alive
+
+# what `status` calls stalled when the sweep does not say (resources.stall_after_s's default)
+DEFAULT_STALL_AFTER_S = 300.0
 
 
 def status(sweep_dir: Path | str, now: float | None = None) -> dict:
@@ -34,10 +37,12 @@ def status(sweep_dir: Path | str, now: float | None = None) -> dict:
         points = ledger.select(("state", "axes"))
         spans = ledger.select(("started", "ended", "wall_s"), states=("done", "failed"))
         failed = ledger.trials(("failed",))
+        running = ledger.select(("id", "heartbeat", "step", "host"), states=("running",))
         driver = ledger.driver()
         if driver is not None:  # the Ray job it runs in, for `ray job stop` / `ray job logs`
             driver["ray_job"] = ledger.get_meta("driver_job") or None
         name = ledger.get_meta("name")
+        stall_after = float(ledger.get_meta("stall_after_s") or DEFAULT_STALL_AFTER_S)
     finally:
         ledger.close()
     axes: dict[str, dict[str, dict[str, int]]] = {}
@@ -56,10 +61,30 @@ def status(sweep_dir: Path | str, now: float | None = None) -> dict:
         }
         for r in failed
     ]
-    live = driver is not None and now - driver["heartbeat"] < STALE_AFTER_S
+    live = driver is not None and driver_alive(driver, now)
     pace = throughput(spans, session_start=driver["started"] if live else None)
     remaining = counts["pending"] + counts["running"]
     eta = remaining / pace["per_s"] if remaining and pace["per_s"] else None
+    left_running, stalled, advice = 0, [], None
+    if driver is not None and not live:
+        # a driver that died (SIGKILL, a lost node) left its trials marked running: they
+        # are pending in truth, and the next driver puts them back
+        left_running = counts["running"]
+        counts = {**counts, "pending": counts["pending"] + left_running, "running": 0}
+        advice = (
+            f"the driver (host {driver['host']}, PID {driver['pid']}) is gone: last heartbeat "
+            f"{now - driver['heartbeat']:.0f} s ago"
+            + (f", {left_running} trials were running" if left_running else "")
+            + f"; continue with: cotsweep resume {ledger.dir}"
+        )
+    elif driver is None and counts["running"]:
+        advice = f"no driver holds this sweep; continue with: cotsweep resume {ledger.dir}"
+    elif live:
+        stalled = [
+            {"id": tid, "heartbeat_age_s": now - beat, "step": step, "host": host}
+            for tid, beat, step, host in running
+            if beat is not None and now - beat > stall_after
+        ]
     return {
         "sweep": name,
         "dir": str(ledger.dir),
@@ -71,6 +96,10 @@ def status(sweep_dir: Path | str, now: float | None = None) -> dict:
         "throughput_per_min": pace["per_s"] * 60 if pace["per_s"] else None,
         "concurrency": pace["concurrency"],
         "driver": driver,
+        "driver_alive": live,
+        "left_running": left_running,
+        "stalled": stalled,
+        "advice": advice,
     }
 
 

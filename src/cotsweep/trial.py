@@ -53,6 +53,17 @@ class TrialInterrupted(RuntimeError):
         super().__init__(f"interrupted at step {step} (checkpointed)")
 
 
+class TrialTimedOut(RuntimeError):
+    """An attempt reached ``resources.time_limit_s``; it checkpointed first."""
+
+    def __init__(self, step: int, limit_s: float):
+        self.step = step
+        super().__init__(
+            f"time limit of {limit_s:g} s reached at step {step} (checkpointed; "
+            "a resume continues from there)"
+        )
+
+
 # ---------------------------------------------------------------- validation
 def validate(cfg: DictConfig) -> Task:
     """Refuse a config that cannot run, or would write a secret, naming the key; returns the built task."""
@@ -86,6 +97,18 @@ def validate(cfg: DictConfig) -> Task:
             "must be auto, bf16 or fp32",
         ),
         ("resources.workers", cfg.resources.workers, cfg.resources.workers >= 1, "must be >= 1"),
+        (
+            "resources.stall_after_s",
+            cfg.resources.stall_after_s,
+            cfg.resources.stall_after_s > 0,
+            "must be > 0 (seconds)",
+        ),
+        (
+            "resources.time_limit_s",
+            cfg.resources.time_limit_s,
+            cfg.resources.time_limit_s is None or cfg.resources.time_limit_s > 0,
+            "must be > 0 (seconds) or null",
+        ),
         ("run.log_every", cfg.run.log_every, cfg.run.log_every >= 1, "must be >= 1"),
         (
             "run.checkpoint_every",
@@ -489,10 +512,17 @@ def evaluate(tr: Training, task: Task, cfg: DictConfig) -> dict:
     return {f"eval/{k}": v for k, v in ev.items()}
 
 
-def write_heartbeat(out: Path, step: int) -> None:
+def write_heartbeat(out: Path, step: int, attempt_started: float) -> None:
+    """The live attempt's step and time; the driver calls a trial whose heartbeat stops stalled."""
     files.write_json(
         out / files.HEARTBEAT,
-        {"step": step, "time": time.time(), "host": socket.gethostname(), "pid": os.getpid()},
+        {
+            "step": step,
+            "time": time.time(),
+            "started": attempt_started,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+        },
     )
 
 
@@ -504,6 +534,7 @@ def _train(
     a stop request. Each step: train, then at its cadence log the loss window, evaluate,
     checkpoint, beat the heartbeat. Host reads happen only at log, eval and checkpoint steps."""
     t, run = cfg.train, cfg.run
+    attempt_started, time_limit = time.time(), OmegaConf.select(cfg, "resources.time_limit_s")
     tr = build_training(cfg, task, dctx)
     unreadable: list[str] = []
     note = _journal_note(out, dctx)
@@ -512,6 +543,8 @@ def _train(
     )
     if saved is None and unreadable:  # no generation could be read: undo their partial loads
         tr = build_training(cfg, task, dctx)
+    if dctx.is_main:  # this attempt is alive, before its first step (which may be slow)
+        write_heartbeat(out, saved["step"] if saved is not None else 0, attempt_started)
     state = saved if saved is not None else fresh_state()
     resume_step = state["step"] if saved is not None else None
     metrics = MetricsOut(out, resume_step, tracker) if dctx.is_main else None
@@ -565,7 +598,12 @@ def _train(
                 if (dctx.world == 1 or step % run.log_every == 0)
                 else False
             )
-            if step % run.checkpoint_every == 0 or last or stop_now or interrupt:
+            timed_out = (
+                _agree(time.time() - attempt_started > time_limit, dctx, tr.device)
+                if time_limit is not None and (dctx.world == 1 or step % run.log_every == 0)
+                else False
+            )
+            if step % run.checkpoint_every == 0 or last or stop_now or interrupt or timed_out:
                 window.check_finite()
                 state["wall"] = time.perf_counter() - wall_start
                 state["loss_window"] = window.saved()
@@ -573,7 +611,7 @@ def _train(
                     save_checkpoint(out, tr, state)
             if dctx.is_main and (time.monotonic() - last_beat > 5 or last):
                 last_beat = time.monotonic()
-                write_heartbeat(out, step)
+                write_heartbeat(out, step, attempt_started)
             if progress is not None and dctx.is_main:
                 progress(step, t.steps, state["eval"])
             if stop_now:
@@ -581,6 +619,8 @@ def _train(
                 break
             if interrupt:
                 raise TrialInterrupted(step)
+            if timed_out and not last:
+                raise TrialTimedOut(step, time_limit)
         if not state["eval"] and metrics is not None:  # zero steps: evaluate the initial model
             state["eval"] = evaluate(tr, task, cfg)
             metrics.emit(step, state["eval"])

@@ -3,20 +3,31 @@
 One Ray task per trial (or a placement group of rank actors for a data-parallel
 trial), resources from the trial's config. Results are streamed with
 ``ray.wait`` and written to the ledger in batches; one failing trial never
-stops the others. Ctrl-C asks running trials to checkpoint and return to
-pending; a second Ctrl-C stops at once. Nothing recorded is lost either way:
-the ledger is only ever updated in transactions, and trials keep their
-checkpoints.
+stops the others. Ctrl-C, SIGTERM, SIGHUP, SIGUSR1 (Slurm's warning before it
+pre-empts a job) and ``cotsweep stop DIR`` (a stop request file in the sweep
+directory, from any host) ask running trials to checkpoint and return to
+pending; a second one stops at once. Whatever way the driver leaves, the trials
+it marked running go back to pending. Nothing recorded is lost either way: the
+ledger is only ever updated in transactions, and trials keep their checkpoints.
+
+Liveness: the driver beats its lease in the ledger every few seconds, and reads
+each running trial's heartbeat. A trial whose heartbeat has not moved for
+``resources.stall_after_s`` (a hung collective, a stopped process, a dead disk)
+is stalled: cancelled, killed, and retried like a failure. Failed attempts are
+counted in the ledger (``failures``), so the retry budget
+(``resources.max_attempts``) holds across resumes.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +35,14 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from cotsweep import files
-from cotsweep.ledger import Ledger, LedgerLocked, TrialRow
+from cotsweep.errors import LedgerError
+from cotsweep.ledger import (
+    STOP_REQUEST,
+    Ledger,
+    LedgerLocked,
+    TrialRow,
+    process_start_time,
+)
 from cotsweep.sweep import cluster
 from cotsweep.sweep.grid import Trial, config_yaml, expand, sweep_name
 from cotsweep.sweep.stream import Finished, RayStream
@@ -39,7 +57,9 @@ class Outcome:
     ran: int = 0
     new: int = 0
     interrupted: bool = False
+    stopped_by: str | None = None  # SIGINT, SIGTERM, SIGHUP, SIGUSR1, or "stop request"
     failures: list[dict] = field(default_factory=list)
+    exhausted: int = 0  # failed trials not rerun: they used their attempts
 
     @property
     def ok(self) -> bool:
@@ -114,6 +134,14 @@ def gpus_for(cfg: Any, cluster_gpus: float) -> float:
 
 
 # ---------------------------------------------------------------- the driver loop
+# what stops a driver the way a first Ctrl-C does; SIGUSR1 is Slurm's pre-emption warning
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
+# after a ledger failure: how long the driver waits for running trials to checkpoint
+WIND_DOWN_S = 120.0
+# error kinds that spend one of a trial's attempts and are retried while attempts are left
+RETRIED = ("error", "lost", "stalled")
+
+
 class Driver:
     def __init__(
         self,
@@ -134,51 +162,73 @@ class Driver:
         self.num_cpus = num_cpus
         self.on_event = on_event
         self.stop_file = ledger.dir / f".stop-{uuid.uuid4().hex[:8]}"
+        self.stop_request = ledger.dir / STOP_REQUEST
         self._interrupts = 0
+        self._stopped_by: str | None = None
+        self._polled = 0.0
+        self._failed: dict[str, int] = {}  # trial id -> failed attempts, as in the ledger
+        self._beats: dict[str, _Beat] = {}  # trial id -> its last heartbeat, when it moved
+        self._stream: RayStream[TrialRow] | None = None
 
     def run(self, rows: list[TrialRow]) -> Outcome:
         import ray
 
+        self.stop_request.unlink(missing_ok=True)  # a request from before this driver is stale
         if not rows:  # nothing to do: no need to start Ray
             return Outcome(dir=self.ledger.dir, counts=self.ledger.counts())
         _offline_notice(rows, self.ledger.dir)
-        started_ray = cluster.connect(
-            self.address, num_cpus=self.num_cpus, dashboard=self.dashboard
-        )
-        remote_one = ray.remote(_execute_one)
-        remote_group = ray.remote(_execute_group)
-        resources = cluster.cluster_resources()
-        cluster_gpus = resources.get("GPU", 0.0)
-        capacity = max(1, int(resources.get("CPU", 1)))
-        # Embedded: a short queue per core keeps Ray busy without flooding it. On a
-        # cluster every trial waits in Ray's queue: the autoscaler sizes the cluster
-        # from the demand it sees.
-        limit = self.max_concurrent or (
-            len(rows) if (self.address or os.environ.get("RAY_ADDRESS")) else 2 * capacity
-        )
-        self._failures: list[dict] = []
-        self._ran = 0
-        old_handler = signal.signal(signal.SIGINT, self._on_sigint) if _main_thread() else None
+        self._failed = {r.id: r.failures for r in rows}
+        grace = row_view(rows[0]).resources.get("stall_after_s")
+        if grace is not None:  # for `status`, which reads no trial configs
+            self.ledger.set_meta(stall_after_s=str(grace))
+        old_handlers: dict = {}
+        started_ray = False
         self._bar = bar = _Bar(self.ledger, len(rows), enabled=self.progress)
-        stream: RayStream[TrialRow] = RayStream(
-            self.ledger,
-            key=lambda r: r.id,
-            submit=lambda r: self._submit(
-                row_view(r), r.config, remote_one, remote_group, cluster_gpus
-            ),
-            finish=self._finish,
-            limit=limit,
-            heartbeat=self._heartbeats,
-            stopping=lambda: self._interrupts,
-            on_round=lambda running: bar.refresh(running=running),
-        )
+        stream: RayStream[TrialRow] | None = None
         try:
-            stream.run(rows)
-            if stream.inflight:  # a second Ctrl-C
-                stream.cancel("second Ctrl-C")
+            started_ray = cluster.connect(
+                self.address, num_cpus=self.num_cpus, dashboard=self.dashboard
+            )
+            # after ray.init: Ray's core installs a handler that aborts the process on SIGTERM
+            old_handlers = self._catch_stop_signals()
+            remote_one = ray.remote(_execute_one)
+            remote_group = ray.remote(_execute_group)
+            resources = cluster.cluster_resources()
+            cluster_gpus = resources.get("GPU", 0.0)
+            capacity = max(1, int(resources.get("CPU", 1)))
+            # Embedded: a short queue per core keeps Ray busy without flooding it. On a
+            # cluster every trial waits in Ray's queue: the autoscaler sizes the cluster
+            # from the demand it sees.
+            limit = self.max_concurrent or (
+                len(rows) if (self.address or os.environ.get("RAY_ADDRESS")) else 2 * capacity
+            )
+            self._failures: list[dict] = []
+            self._ran = 0
+            stream = self._stream = RayStream(
+                self.ledger,
+                key=lambda r: r.id,
+                submit=lambda r: self._submit(r, remote_one, remote_group, cluster_gpus),
+                finish=self._finish,
+                limit=limit,
+                heartbeat=self._heartbeats,
+                stopping=self._stopping,
+                on_round=lambda running: bar.refresh(running=running),
+            )
+            try:
+                stream.run(rows)
+                if stream.inflight:  # a second Ctrl-C (or signal)
+                    stream.cancel(f"second {self._stopped_by}")
+            except LedgerError:
+                self._wind_down(stream)  # the ledger cannot take more: trials checkpoint first
+                raise
         finally:
-            if old_handler is not None:
-                signal.signal(signal.SIGINT, old_handler)
+            if stream is not None and stream.inflight:  # any other way out: back to pending
+                try:
+                    stream.cancel("the driver stopped")
+                except LedgerError:
+                    pass  # the next driver puts them back (their rows say running)
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
             bar.close()
             self.stop_file.unlink(missing_ok=True)
             if started_ray:
@@ -188,14 +238,20 @@ class Driver:
             counts=self.ledger.counts(),
             ran=self._ran,
             interrupted=self._interrupts > 0,
+            stopped_by=self._stopped_by,
             failures=self._failures,
         )
 
     def _finish(self, row: TrialRow, ref: Any, tries: int, started: float) -> Finished:
         """A trial's outcome as ledger columns, and whether it runs again."""
+        assert self._stream is not None
         out = _get(ref)
+        stalled = self._stream.cancelled.pop(row.id, None)
+        if stalled is not None and out["status"] != "done":
+            out = {**out, "status": "stalled", "error": stalled, "traceback": None}
         status = out["status"]
-        self._ran += status in ("done", "error", "diverged", "lost")
+        self._beats.pop(row.id, None)
+        self._ran += status in ("done", "error", "diverged", "lost", "stalled", "timeout")
         col: dict[str, Any] = {"attempts": out.get("attempts", 0), "host": out.get("host")}
         retry = False
         if status == "done":
@@ -216,12 +272,14 @@ class Driver:
             if out.get("step") is not None:
                 col["step"] = out["step"]
         else:
-            retry = (
-                status in ("error", "lost") and tries < _max_attempts(row) and not self._interrupts
-            )
+            if status in ("lost", "stalled"):  # the worker could not journal this itself
+                _journal_outcome(row, out)
+            failed = self._failed[row.id] = self._failed.get(row.id, 0) + 1
+            retry = status in RETRIED and failed < _max_attempts(row) and not self._interrupts
             col.update(
                 state="pending" if retry else "failed",
                 ended=time.time(),
+                failures=failed,
                 error=out.get("error"),
                 error_kind=status,
                 traceback=out.get("traceback"),
@@ -242,40 +300,146 @@ class Driver:
         return Finished(col, status, retry, notes=[tuple(n) for n in out.get("events", ())])
 
     def _submit(
-        self, cfg: Any, cfg_yaml: str, remote_one: Any, remote_group: Any, cluster_gpus: float
+        self, row: TrialRow, remote_one: Any, remote_group: Any, cluster_gpus: float
     ) -> Any:
+        cfg = row_view(row)
+        # the heartbeat already there is an earlier attempt's: only a new one says this
+        # attempt has started (a trial may wait in Ray's queue for a long time first)
+        before = files.read_json(Path(cfg.run.out_dir) / files.HEARTBEAT)
+        self._beats[row.id] = _Beat(before, time.monotonic(), started=False)
         r = cfg.resources
         gpus = gpus_for(cfg, cluster_gpus)
         stop = str(self.stop_file)
         if r.workers > 1:
             return remote_group.options(num_cpus=0, max_retries=r.max_retries).remote(
-                cfg_yaml, stop, r.workers, r.cpus, gpus
+                row.config, stop, r.workers, r.cpus, gpus
             )
         return remote_one.options(num_cpus=r.cpus, num_gpus=gpus, max_retries=r.max_retries).remote(
-            cfg_yaml, stop
+            row.config, stop
         )
 
     def _heartbeats(self, rows: Any) -> None:
-        changes = []
+        """Running trials' heartbeats into the ledger (which beats the driver's lease too);
+        a started trial whose heartbeat has not moved for its ``stall_after_s`` is stalled:
+        its task is cancelled (and, on this host, its process killed) and it is retried.
+
+        Time is the driver's own clock (when it saw a heartbeat change), so clocks that
+        disagree between hosts do not matter."""
+        now = time.monotonic()
+        changes, stalled = [], {}
         for row in rows:
-            beat = files.read_json(Path(row_view(row).run.out_dir) / files.HEARTBEAT)
-            if beat:
+            view = row_view(row)
+            beat = files.read_json(Path(view.run.out_dir) / files.HEARTBEAT)
+            seen = self._beats.get(row.id)
+            if not beat or seen is None:
+                continue
+            if not seen.same(beat):
+                self._beats[row.id] = _Beat(beat, now, started=True)
                 changes.append(
                     (
                         row.id,
                         {"heartbeat": beat["time"], "step": beat["step"], "host": beat["host"]},
                     )
                 )
-        self.ledger.update(changes)
+                continue
+            grace = float(view.resources.get("stall_after_s") or 0)
+            if seen.started and grace > 0 and now - seen.since > grace:
+                stalled[row.id] = (
+                    f"stalled: no heartbeat for {now - seen.since:.0f} s "
+                    f"(resources.stall_after_s={grace:g}) at step {beat['step']} "
+                    f"on {beat['host']} (PID {beat['pid']})"
+                )
+                self._beats.pop(row.id)
+                _kill_soon(beat)
+        self.ledger.update(changes)  # its outcome, "stalled", is recorded as it comes back
+        if stalled and self._stream is not None:
+            self._stream.cancel_items(stalled)
 
-    def _on_sigint(self, *_: Any) -> None:
+    def _catch_stop_signals(self) -> dict:
+        if not _main_thread():
+            return {}
+        return {sig: signal.signal(sig, self._on_stop_signal) for sig in STOP_SIGNALS}
+
+    def _on_stop_signal(self, signum: int, *_: Any) -> None:
+        self._stop(signal.Signals(signum).name)
+
+    def _stopping(self) -> int:
+        """How far stopping has gone (0, 1: checkpoint and return, 2: at once); polls the sweep
+        directory for `cotsweep stop`'s request, at most once a second."""
+        now = time.monotonic()
+        if now - self._polled > 1.0:
+            self._polled = now
+            if self.stop_request.exists():
+                self.stop_request.unlink(missing_ok=True)
+                self._stop("stop request")
+        return self._interrupts
+
+    def _stop(self, why: str) -> None:
         self._interrupts += 1
         if self._interrupts == 1:
+            self._stopped_by = why
             self.stop_file.touch()  # trials checkpoint at their next step and return
+            again = "Ctrl-C" if why == "SIGINT" else "again"
             print(
-                "\nstopping: running trials checkpoint and return to pending (Ctrl-C again to stop at once)",
+                f"\nstopping ({why}): running trials checkpoint and return to pending "
+                f"({again} to stop at once)",
                 flush=True,
             )
+
+    def _wind_down(self, stream: RayStream[TrialRow]) -> None:
+        """The ledger failed: ask running trials to checkpoint, give them a while, then stop
+        them, writing nothing more to the ledger (their rows stay running; the next driver
+        puts them back, and a trial that finished meanwhile is found done by its files)."""
+        import ray
+
+        self.stop_file.touch()
+        refs = list(stream.inflight)
+        if refs:
+            ray.wait(refs, num_returns=len(refs), timeout=WIND_DOWN_S)
+        stream.cancel("the ledger failed", record=False)
+
+
+def _journal_outcome(row: TrialRow, out: dict) -> None:
+    """An outcome the driver saw (a lost or stalled worker) in the trial's own journal, so
+    that a ledger rebuilt from the trial files counts it too."""
+    record = {k: out.get(k) for k in ("status", "error", "step")}
+    with suppress(OSError):
+        files.journal(Path(row_view(row).run.out_dir), {"event": "end", **record, "by": "driver"})
+
+
+@dataclass
+class _Beat:
+    """The last heartbeat the driver saw of a trial, and when (its own clock) it moved."""
+
+    beat: dict | None
+    since: float
+    started: bool  # a heartbeat of this attempt has been seen
+
+    def same(self, beat: dict) -> bool:
+        return self.beat is not None and (beat.get("time"), beat.get("pid")) == (
+            self.beat.get("time"),
+            self.beat.get("pid"),
+        )
+
+
+def _kill_soon(beat: dict) -> None:
+    """A stalled worker on this host: SIGKILL it (a stopped process ignores everything else)
+    a moment after Ray is told to cancel its task, so that Ray does not retry it."""
+    import socket
+    import threading
+
+    if beat.get("host") != socket.gethostname() or not beat.get("pid"):
+        return
+    pid = int(beat["pid"])
+
+    def kill() -> None:
+        born = process_start_time(pid)
+        if born is not None and born > float(beat.get("started") or 0) + 1.0:
+            return  # gone already, its PID given to a newer process
+        with suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+    threading.Timer(2.0, kill).start()
 
 
 def _offline_notice(rows: list[TrialRow], sweep_dir: Path) -> None:
@@ -299,17 +463,31 @@ def _execute_group(cfg_yaml: str, stop_file: str, workers: int, cpus: float, gpu
     return execute_group(cfg_yaml, stop_file, workers, cpus, gpus)
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # Ray colours its tracebacks for terminals
+
+
 def _get(ref: Any) -> dict:
-    """The outcome of a finished task; a lost worker or node becomes a 'lost' outcome."""
+    """The outcome of a finished task. A task that raised (outside the trial's own code:
+    the worker returns the trial's errors as outcomes) is an error; a lost worker or node
+    is 'lost'. Ray's terminal colour codes are taken out of what the ledger keeps."""
     import ray
 
     try:
         return ray.get(ref)
+    except ray.exceptions.RayTaskError as e:
+        cause = getattr(e, "cause", None) or e
+        text = _ANSI.sub("", str(cause)).strip()
+        return {
+            "status": "error",
+            "error": f"{type(cause).__name__}: {text.splitlines()[0] if text else ''}",
+            "traceback": _ANSI.sub("", str(e))[-4000:],
+        }
     except ray.exceptions.RayError as e:
+        text = _ANSI.sub("", str(e)).strip()
         return {
             "status": "lost",
-            "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
-            "traceback": str(e)[-4000:],
+            "error": f"{type(e).__name__}: {text.splitlines()[0] if text else ''}",
+            "traceback": text[-4000:],
         }
 
 
@@ -391,42 +569,62 @@ class _Bar:
 
 
 # ---------------------------------------------------------------- verbs
+def runnable(rows: list[TrialRow]) -> tuple[list[TrialRow], int]:
+    """The trials a launch or resume runs, and how many failed ones it leaves: those that
+    diverged (they would again) or used their ``resources.max_attempts``."""
+    keep = [
+        r
+        for r in rows
+        if r.state != "failed" or (r.error_kind != "diverged" and r.failures < _max_attempts(r))
+    ]
+    return keep, len(rows) - len(keep)
+
+
 def launch(
     name_or_path: str, overrides: list[str], sweep_dir: Path | None = None, **driver_kw: Any
 ) -> Outcome:
     sweep_dir, trials, ledger = prepare(name_or_path, overrides, sweep_dir)
-    try:
+    with _holding(ledger):
         ledger.requeue_running()
         ids = {t.id for t in trials}
-        rows = [
-            r
-            for r in ledger.trials(("pending", "failed"))
-            if r.id in ids and r.error_kind != "diverged"
-        ]
+        rows, exhausted = runnable([r for r in ledger.trials(("pending", "failed")) if r.id in ids])
         out = Driver(ledger, **driver_kw).run(rows)
-        out.new = ledger.new_trials  # type: ignore[attr-defined]
+        out.new, out.exhausted = ledger.new_trials, exhausted  # type: ignore[attr-defined]
         return out
-    finally:
-        ledger.release()
-        ledger.close()
 
 
 def resume(
     sweep_dir: Path, *, failed_only: bool = False, reset_attempts: bool = False, **driver_kw: Any
 ) -> Outcome:
     ledger = open_for_resume(Path(sweep_dir))
-    try:
+    with _holding(ledger):
         ledger.requeue_running()
         rows = ledger.trials(("failed",) if failed_only else ("pending", "failed"))
-        if reset_attempts:
-            files.reset_attempts(Path(OmegaConf.create(r.config).run.out_dir) for r in rows)
+        exhausted = 0
+        if reset_attempts:  # the journals keep the earlier attempts, as history
+            files.reset_attempts(Path(row_view(r).run.out_dir) for r in rows)
             ledger.update(
-                [(r.id, {"attempts": 0}) for r in rows],
+                [(r.id, {"attempts": 0, "failures": 0}) for r in rows],
                 [(r.id, "attempts_reset", None) for r in rows],
             )
+            rows = ledger.trials(("failed",) if failed_only else ("pending", "failed"))
         else:
-            rows = [r for r in rows if r.error_kind != "diverged"]  # it would diverge again
-        return Driver(ledger, **driver_kw).run(rows)
-    finally:
-        ledger.release()
+            rows, exhausted = runnable(rows)
+        out = Driver(ledger, **driver_kw).run(rows)
+        out.exhausted = exhausted
+        return out
+
+
+@contextmanager
+def _holding(ledger: Ledger) -> Iterator[None]:
+    """Release the lease and close the ledger however the body ends; a ledger that fails
+    on the way out does not hide the error that ended the body."""
+    try:
+        yield
+    except BaseException:
+        with suppress(LedgerError):
+            ledger.release()
         ledger.close()
+        raise
+    ledger.release()
+    ledger.close()

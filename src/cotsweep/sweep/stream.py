@@ -51,6 +51,7 @@ class RayStream(Generic[T]):
             on_round,
         )
         self.inflight: dict[Any, T] = {}  # ref -> item; what is left here when run() stops early
+        self.cancelled: dict[Hashable, str] = {}  # key -> why, for items cancelled one by one
 
     def run(self, queue: list[T]) -> None:
         """Until every item is finished (retries included), or ``stopping()`` says so.
@@ -103,15 +104,29 @@ class RayStream(Generic[T]):
             if self.on_round is not None:
                 self.on_round(len(self.inflight))
 
-    def cancel(self, why: str) -> None:
-        """Stop what runs at once; it goes back to pending (its checkpoints stay)."""
+    def cancel_items(self, reasons: dict[Hashable, str]) -> None:
+        """Cancel some running items (stalled ones); each still comes back through ``finish``,
+        which finds why in :attr:`cancelled`."""
+        import ray
+
+        for ref, item in list(self.inflight.items()):
+            k = self.key(item)
+            if k in reasons:
+                self.cancelled[k] = reasons[k]
+                ray.cancel(ref, force=True)
+
+    def cancel(self, why: str, record: bool = True) -> None:
+        """Stop what runs at once; it goes back to pending (its checkpoints stay). ``record``
+        False: the ledger is not written (it has failed); the rows stay running, and the
+        next driver, holding the lease, puts them back."""
         import ray
 
         for ref in self.inflight:
             ray.cancel(ref, force=True)
         items = list(self.inflight.values())
-        self.ledger.update(
-            [(self.key(i), {"state": "pending"}) for i in items],
-            [(self.key(i), "cancelled", why) for i in items],
-        )
         self.inflight.clear()
+        if record:
+            self.ledger.update(
+                [(self.key(i), {"state": "pending"}) for i in items],
+                [(self.key(i), "cancelled", why) for i in items],
+            )

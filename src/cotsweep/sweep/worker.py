@@ -7,8 +7,10 @@ driver decides about everything else from the outcome's ``status``:
 * ``done``: result.json is written;
 * ``error``: the trial raised; retried up to ``resources.max_attempts``;
 * ``diverged``: the loss went non-finite; not retried (it would diverge again);
-* ``interrupted``: the driver asked it to stop; it checkpointed and returns to pending
-  (one that had not started yet returns at once, with no attempt recorded).
+* ``interrupted``: the driver asked it to stop (or the worker got SIGTERM/SIGUSR1); it
+  checkpointed and returns to pending (one that had not started yet returns at once,
+  with no attempt recorded);
+* ``timeout``: the attempt reached ``resources.time_limit_s``; it checkpointed.
 
 Every execution of an unfinished trial appends to the trial's journal
 (attempts.jsonl) first, so the attempt count includes executions that Ray
@@ -20,8 +22,11 @@ the trial files knows it.
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import threading
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +138,14 @@ def _run(
     import torch
 
     from cotsweep.tracking import open_tracker
-    from cotsweep.trial import DistContext, Diverged, StopSignal, TrialInterrupted, run_trial
+    from cotsweep.trial import (
+        DistContext,
+        Diverged,
+        StopSignal,
+        TrialInterrupted,
+        TrialTimedOut,
+        run_trial,
+    )
 
     rank, world = (dist[0], dist[1]) if dist else (0, 1)
     if dist is not None:
@@ -142,26 +154,27 @@ def _run(
             backend, store=_rendezvous(dist[2], rank, world, listen_fd), rank=rank, world_size=world
         )
     tracker = None
+    stop = StopSignal(stop_file)
+    restore = _stop_on_signals(stop)
     try:
         if rank == 0:
             tracker = open_tracker(cfg, trial_dir, trial_id(cfg))
         result = run_trial(
-            cfg,
-            trial_dir,
-            should_stop=StopSignal(stop_file),
-            dist_ctx=DistContext(rank, world),
-            tracker=tracker,
+            cfg, trial_dir, should_stop=stop, dist_ctx=DistContext(rank, world), tracker=tracker
         )
         return outcome("done", trial_dir, result=result)
     except Diverged as e:
         return outcome("diverged", trial_dir, error=str(e), step=e.step)
     except TrialInterrupted as e:
         return outcome("interrupted", trial_dir, step=e.step)
+    except TrialTimedOut as e:
+        return outcome("timeout", trial_dir, error=f"TrialTimedOut: {e}", step=e.step)
     except KeyboardInterrupt:  # a terminal's Ctrl-C reaches the workers too: back to pending
         return outcome("interrupted", trial_dir)
     except Exception as e:  # any failure of the trial's own code is recorded, not raised
         return outcome("error", trial_dir, **failure(e, trial_dir))
     finally:
+        restore()
         if tracker is not None:
             tracker.finish()
         if dist is not None and torch.distributed.is_initialized():
@@ -183,6 +196,26 @@ def _rendezvous(address: str, rank: int, world: int, listen_fd: int | None) -> A
         assert listen_fd is not None, "rank 0 serves the rendezvous on its listening socket"
         return dist.TCPStore(host, int(port), world, True, master_listen_fd=listen_fd)
     return dist.TCPStore(host, int(port), world, False)
+
+
+def _stop_on_signals(stop: Any) -> Callable[[], None]:
+    """While a trial trains here, SIGTERM (how Slurm, systemd, Docker and Kubernetes stop
+    every process of a job) and SIGUSR1 (Slurm's warning before it) make it checkpoint and
+    return as interrupted, rather than die mid-step. Returns what restores the old handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    old = {}
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        try:
+            old[sig] = signal.signal(sig, lambda *_: stop.set())
+        except (ValueError, OSError):
+            pass
+
+    def restore() -> None:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+    return restore
 
 
 class RankWorker:

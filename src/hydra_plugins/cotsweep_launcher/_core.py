@@ -16,8 +16,9 @@ Each job is one trial of cotsweep's sweep engine:
 4. the others run as Ray tasks that call Hydra's ``run_job`` with the task
    function, so each job gets Hydra's usual output directory, ``.hydra/`` files
    and log. Results are taken with ``ray.wait`` as they finish and written to
-   the ledger at once; a job that raised is run again up to ``max_attempts``,
-   then recorded ``failed``, and its JobReturn is Hydra's own FAILED one that
+   the ledger at once; a job that raised is run again until it has failed
+   ``max_attempts`` times (counted in the ledger, across launches), then recorded
+   ``failed``, and its JobReturn is Hydra's own FAILED one that
    carries the exception. One failing job never stops the others.
 
 A cotsweep trial config (one with ``run``, ``sweep``, ``resources`` and
@@ -37,8 +38,10 @@ import copy
 import json
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterator, Sequence
@@ -67,7 +70,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from cotsweep import files
 from cotsweep.ids import trial_id
-from cotsweep.ledger import Ledger, LedgerLocked, TrialRow
+from cotsweep.ledger import STOP_REQUEST, Ledger, LedgerLocked, TrialRow
 from cotsweep.secret_guard import SecretInConfig, refuse_secrets
 from cotsweep.sweep import cluster
 from cotsweep.sweep.stream import Finished, RayStream
@@ -191,18 +194,23 @@ def _gpus(launcher: CotsweepLauncher, job: Job, cluster_gpus: float) -> float:
 
 
 # ---------------------------------------------------------------- recorded returns
-def _save_return(sweep_dir: Path, tid: str, value: Any) -> None:
+def _save_return(sweep_dir: Path, job: Job, value: Any) -> None:
     """Keep a done job's return value as JSON, so a later multirun that skips the job can give it
-    back. A value JSON cannot hold (an object, a tensor) is given back as None then."""
+    back. A value JSON cannot hold (an object, a tensor) is given back as None then. A job
+    that is not a cotsweep trial gets its config written beside it, so that `cotsweep
+    rebuild` knows it (a trial writes its own)."""
+    tdir = sweep_dir / "trials" / job.id
     try:
         text = json.dumps({"value": value}, allow_nan=True)
     except (TypeError, ValueError) as e:
         log.warning(
-            f"job {tid}: its return value is not JSON data ({type(e).__name__}: {e}); "
+            f"job {job.id}: its return value is not JSON data ({type(e).__name__}: {e}); "
             "a later run that skips this job returns None for it"
         )
-        return
-    files.atomic_write(sweep_dir / "trials" / tid / RETURN_FILE, text + "\n")
+        text = json.dumps({"value": None})
+    if not job.trial and not (tdir / files.CONFIG).exists():
+        files.atomic_write(tdir / files.CONFIG, OmegaConf.to_yaml(job.task, resolve=True))
+    files.atomic_write(tdir / RETURN_FILE, text + "\n")
 
 
 def _recorded_return(sweep_dir: Path, row: TrialRow) -> Any:
@@ -285,6 +293,21 @@ def _run_job_on_worker(
 
 
 # ---------------------------------------------------------------- the driver side
+def _interrupt_on_stop_signals() -> dict:
+    """SIGTERM, SIGHUP and SIGUSR1 (Slurm's pre-emption warning) interrupt the launch as
+    Ctrl-C does, instead of killing Hydra's process with jobs marked running."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def interrupt(signum: int, *_: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    return {
+        sig: signal.signal(sig, interrupt)
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
+    }
+
+
 def _error_kind(exc: BaseException) -> str:
     trial = sys.modules.get("cotsweep.trial")  # imported already if a trial raised it
     if trial is not None and isinstance(exc, trial.Diverged):
@@ -366,6 +389,13 @@ class _Batch:
                 err = RuntimeError(f"trial {job.id} diverged in an earlier run: {row.error}")
                 self.results[pos] = _job_return(job, JobStatus.FAILED, err)
                 note = "diverged earlier, not rerun"
+            elif row.state == "failed" and row.failures >= self._max_attempts(job):
+                err = RuntimeError(
+                    f"trial {job.id} failed {row.failures} times, its max_attempts: {row.error} "
+                    f"(to run it again: cotsweep resume {self.sweep_dir} --reset-attempts)"
+                )
+                self.results[pos] = _job_return(job, JobStatus.FAILED, err)
+                note = "out of attempts, not rerun"
             else:
                 first[job.id] = pos
                 to_run.append(pos)
@@ -401,6 +431,7 @@ class _Batch:
         cwd = os.getcwd()
 
         attempts = {pos: self.rows[self.jobs[pos].id].attempts for pos in to_run}
+        self.failed = {pos: self.rows[self.jobs[pos].id].failures for pos in to_run}
 
         def submit(pos: int) -> Any:
             job = self.jobs[pos]
@@ -418,6 +449,15 @@ class _Batch:
             col["attempts"] = attempts[pos]
             return Finished(col, event, retry)
 
+        stop_request = self.sweep_dir / STOP_REQUEST
+        stop_request.unlink(missing_ok=True)  # from before this launch: stale
+
+        def stopping() -> int:
+            if stop_request.exists():  # `cotsweep stop DIR`, from any host
+                stop_request.unlink(missing_ok=True)
+                raise KeyboardInterrupt("cotsweep stop")
+            return 0
+
         stream: RayStream[int] = RayStream(
             self.ledger,
             key=lambda pos: self.jobs[pos].id,
@@ -425,14 +465,20 @@ class _Batch:
             finish=finish,
             limit=limit,
             heartbeat=self._heartbeats,
+            stopping=stopping,
         )
+        old = _interrupt_on_stop_signals()
         try:
             stream.run(to_run)
         except BaseException:
-            # Ctrl-C (or any error of the driver): what runs is stopped and goes back to
-            # pending; trials keep their checkpoints, so a relaunch continues them
+            # Ctrl-C, SIGTERM/SIGHUP/SIGUSR1, `cotsweep stop` (or any error of the driver):
+            # what runs is stopped and goes back to pending; trials keep their
+            # checkpoints, so a relaunch continues them
             stream.cancel("launcher interrupted")
             raise
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
 
     def _heartbeats(self, positions: Any) -> None:
         """The driver's heartbeat, and each running trial's step and heartbeat, for `cotsweep status`."""
@@ -451,6 +497,11 @@ class _Batch:
                 )
         self.ledger.update(changes)  # beats the driver's lock too
 
+    def _max_attempts(self, job: Job) -> int:
+        return int(
+            _setting(self.launcher, job, "max_attempts", "resources.max_attempts", DEFAULT_ATTEMPTS)
+        )
+
     def _finished(self, ref: Any, pos: int, tries: int, started: float) -> tuple[dict, str, bool]:
         """Ledger columns, event and retry decision for a finished task; fills the JobReturn when final."""
         job = self.jobs[pos]
@@ -468,7 +519,7 @@ class _Batch:
         if exc is None:
             assert ret is not None
             self.results[pos] = ret
-            _save_return(self.sweep_dir, job.id, ret.return_value)
+            _save_return(self.sweep_dir, job, ret.return_value)
             value = ret.return_value
             steps = value.get("steps") if isinstance(value, dict) else None
             col = {
@@ -482,11 +533,11 @@ class _Batch:
                 "traceback": None,
             }
             return col, "done", False
-        max_attempts = int(
-            _setting(self.launcher, job, "max_attempts", "resources.max_attempts", DEFAULT_ATTEMPTS)
-        )
-        retry = kind in ("error", "lost") and tries < max_attempts
+        max_attempts = self._max_attempts(job)
+        failed = self.failed[pos] = self.failed[pos] + 1
+        retry = kind in ("error", "lost") and failed < max_attempts
         col = {
+            "failures": failed,
             "state": "pending" if retry else "failed",
             "ended": now,
             "host": host,
@@ -501,6 +552,7 @@ class _Batch:
             )
         else:
             log.warning(
-                f"job #{job.num} ({job.id}) raised {_one_line(exc)}; attempt {tries + 1} of {max_attempts}"
+                f"job #{job.num} ({job.id}) raised {_one_line(exc)}; failed {failed} of "
+                f"{max_attempts} attempts"
             )
         return col, kind, retry
