@@ -33,7 +33,15 @@ LAYERS: list[tuple[str, ...]] = [
         "cotsweep.plain_pickle",  # (issue 9, landing) a restricted reader: stdlib only
     ),
     # the light verbs: on the bottom layer alone (logs, stop, export belong here too)
-    ("cotsweep.status", "cotsweep.stop", "cotsweep.rebuild"),
+    (
+        "cotsweep.status",
+        "cotsweep.stop",
+        "cotsweep.rebuild",
+        "cotsweep.selection",  # filters by axis and state, for status/resume/report/export
+        "cotsweep.watch",  # status --watch
+        "cotsweep.logs",  # a trial's own output per attempt: written by workers, read by `logs`
+        "cotsweep.results",  # export, compare, the DataFrame API (pandas inside functions only)
+    ),
     # determinism: (issue 8, landing) torch's thread and determinism set-up of a trial
     ("cotsweep.tasks", "cotsweep.model", "cotsweep.tracking", "cotsweep.determinism"),
     ("cotsweep.trial", "cotsweep.compose"),

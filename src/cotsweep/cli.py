@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from cotsweep.errors import ConfigError, LedgerError, describe_error
+from cotsweep.ledger import STATES
 
 console = Console(stderr=True)
 
@@ -38,6 +39,7 @@ EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped on request, every trial resumable
 # failures listed by a sweep's summary and by `status` (which takes 0.1 s more per 50 on a
 # terminal); `status --json` lists all of them
 STATUS_FAILURES_SHOWN = 20
+RESUMABLE = ("pending", "failed")  # the states `resume --state` takes
 
 
 class BadInput(Exception):
@@ -182,12 +184,13 @@ def _finish(out, args: argparse.Namespace) -> int:
     return 0 if out.ok else EXIT_FAILED
 
 
-def write_report(sweep_dir: Path, threshold: float = 0.95) -> None:
+def write_report(sweep_dir: Path, threshold: float = 0.95, selection=None) -> None:
     from cotsweep.report import build_report
 
-    rep = build_report(Path(sweep_dir), solve_threshold=threshold)
+    rep = build_report(Path(sweep_dir), solve_threshold=threshold, selection=selection)
     console.print(f"report: {rep.markdown}\n        {rep.html}  ({len(rep.images)} figures)")
-    mirror_report(Path(sweep_dir), rep)
+    if selection is None or selection.everything:  # the W&B summary run is the whole sweep's
+        mirror_report(Path(sweep_dir), rep)
 
 
 def mirror_report(sweep_dir: Path, rep) -> None:
@@ -256,34 +259,57 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    from cotsweep.selection import SelectionError
     from cotsweep.sweep.engine import resume
 
     refuse_relative_dir_in_a_job(args.dir)
+    selection = selection_of(args)
+    wrong = [s for s in selection.states if s not in RESUMABLE]
+    if wrong:
+        raise BadInput(f"--state {wrong[0]}: resume reruns {' and '.join(RESUMABLE)} trials")
     try:
         out = resume(
             Path(args.dir),
             failed_only=args.failed_only,
             reset_attempts=args.reset_attempts,
+            selection=selection,
             **_driver_kw(args),
         )
-    except _sweep_errors() as e:
+    except (*_sweep_errors(), SelectionError) as e:
         raise BadInput(str(e)) from e
     return _finish(out, args)
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    from cotsweep.status import status
+def selection_of(args: argparse.Namespace):
+    """The trials a verb acts on, from its AXIS=VALUE filters and --state."""
+    from cotsweep.selection import SelectionError, parse
 
     try:
-        st = status(Path(args.dir))
-    except FileNotFoundError as e:
+        return parse(getattr(args, "filters", []), getattr(args, "state", []))
+    except SelectionError as e:
+        raise BadInput(str(e)) from e
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from cotsweep.selection import SelectionError
+    from cotsweep.status import status
+
+    selection = selection_of(args)
+    if args.watch:
+        return watch_status(args, selection)
+    try:
+        st = status(Path(args.dir), selection=selection)
+    except (FileNotFoundError, SelectionError) as e:
         raise BadInput(str(e)) from e
     if args.json:
         print(json.dumps(st, indent=2, sort_keys=True))
         return 0
     c = st["counts"]
     out = Console()
-    out.print(f"[bold]{st['sweep']}[/] at {st['dir']}: {st['total']} trials")
+    what = f" ({st['selection']})" if st["selection"] else ""
+    out.print(
+        f"[bold]{escape(str(st['sweep']))}[/] at {st['dir']}{escape(what)}: {st['total']} trials"
+    )
     out.print("  " + "  ".join(f"{k} {v}" for k, v in c.items()))
     if st["eta_s"] is not None:
         pace = f"{st['throughput_per_min']:.1f} trials/min"
@@ -340,10 +366,101 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
+def watch_status(args: argparse.Namespace, selection) -> int:
+    """Refresh until no live driver runs the sweep, or Ctrl-C; a JSON line per refresh with --json."""
+    from cotsweep.selection import SelectionError
+    from cotsweep.watch import render, watch
+
+    out = Console()
+    live = None
+    if args.json:
+
+        def show(snap: dict) -> None:
+            print(json.dumps(snap, sort_keys=True), flush=True)
+
+    elif out.is_terminal:
+        from rich.live import Live
+
+        live = Live(console=out, auto_refresh=False, transient=False)
+        live.start()
+
+        def show(snap: dict) -> None:
+            live.update(render(snap), refresh=True)
+
+    else:  # a log or a pipe: each refresh printed below the last
+
+        def show(snap: dict) -> None:
+            out.print(render(snap))
+            out.print()
+
+    try:
+        watch(Path(args.dir), show, interval=args.interval, selection=selection)
+    except (FileNotFoundError, SelectionError) as e:
+        raise BadInput(str(e)) from e
+    except KeyboardInterrupt:  # the usual way out of a watch, not an interrupted sweep
+        pass
+    finally:
+        if live is not None:
+            live.stop()
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
+    from cotsweep.selection import SelectionError
+
     if not Path(args.dir).is_dir():
         raise BadInput(f"no sweep directory at {args.dir}")
-    write_report(Path(args.dir), args.threshold)
+    try:
+        write_report(Path(args.dir), args.threshold, selection_of(args))
+    except SelectionError as e:
+        raise BadInput(str(e)) from e
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from cotsweep.logs import NoLogs, read_log
+
+    try:
+        _, _, text = read_log(Path(args.dir), args.trial, args.attempt)
+    except (FileNotFoundError, NoLogs) as e:
+        raise BadInput(str(e)) from e
+    sys.stdout.write(text)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from cotsweep.results import export
+    from cotsweep.selection import SelectionError
+
+    selection = selection_of(args)
+    if args.format == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError as e:
+            raise BadInput("--format parquet needs pyarrow: pip install pyarrow") from e
+    try:
+        path = export(
+            Path(args.dir), args.format, args.out, selection, "curves" if args.curves else "trials"
+        )
+    except (FileNotFoundError, SelectionError) as e:
+        raise BadInput(str(e)) from e
+    console.print(f"wrote {path}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from cotsweep.results import compare
+
+    try:
+        cmp = compare(Path(args.a), Path(args.b), tuple(args.metric or ["acc"]), args.tolerance)
+    except FileNotFoundError as e:
+        raise BadInput(str(e)) from e
+    if args.json:
+        print(json.dumps(cmp, indent=2, sort_keys=True, default=str))
+        return 0
+    from cotsweep.results import render_comparison
+
+    Console().print(render_comparison(cmp))
     return 0
 
 
@@ -386,6 +503,21 @@ def build_parser() -> argparse.ArgumentParser:
             help="embedded Ray: start its dashboard, on loopback",
         )
 
+    def filter_args(q: argparse.ArgumentParser, states: tuple[str, ...] = STATES) -> None:
+        q.add_argument(
+            "filters",
+            nargs="*",
+            metavar="AXIS=VALUE",
+            help="only trials with these axis values (task=cvp setting=base; seed=0,1 is either)",
+        )
+        q.add_argument(
+            "--state",
+            action="append",
+            default=[],
+            metavar="STATE",
+            help=f"only trials in this state ({', '.join(states)}); repeat or comma-separate for several",
+        )
+
     la = sub.add_parser("launch", help="run a named sweep (or extend it)")
     la.add_argument("sweep", help="a sweep name (see sweeps/) or a path to a sweep file")
     la.add_argument("overrides", nargs="*", help="Hydra overrides; comma lists add grid axes")
@@ -399,6 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     re_ = sub.add_parser("resume", help="rerun failed and unfinished trials from their checkpoints")
     re_.add_argument("dir")
+    filter_args(re_, RESUMABLE)
     re_.add_argument("--failed-only", action="store_true", help="only the failed trials")
     re_.add_argument(
         "--reset-attempts",
@@ -410,7 +543,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("status", help="counts per state, failures with their errors, ETA")
     st.add_argument("dir")
-    st.add_argument("--json", action="store_true", help="stable JSON for scripts")
+    filter_args(st)
+    st.add_argument(
+        "--json", action="store_true", help="stable JSON for scripts (--watch: a line per refresh)"
+    )
+    st.add_argument(
+        "--watch",
+        action="store_true",
+        help="a live table of the running trials, refreshed until the sweep's driver ends (or Ctrl-C)",
+    )
+    st.add_argument(
+        "--interval", type=float, default=2.0, help="seconds between refreshes of --watch"
+    )
     st.set_defaults(fn=cmd_status)
 
     sp = sub.add_parser(
@@ -431,6 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("report", help="plots and tables into DIR/report/")
     rp.add_argument("dir")
+    filter_args(rp)
     rp.add_argument(
         "--threshold",
         type=float,
@@ -438,6 +583,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="accuracy that counts as solved (heat maps, findings)",
     )
     rp.set_defaults(fn=cmd_report)
+
+    lg = sub.add_parser("logs", help="a trial's own stdout, stderr and traceback, per attempt")
+    lg.add_argument("dir")
+    lg.add_argument("trial", help="the trial's id, or the start of it")
+    lg.add_argument(
+        "--attempt", type=int, default=None, metavar="K", help="attempt K (default: the latest)"
+    )
+    lg.set_defaults(fn=cmd_logs)
+
+    ex = sub.add_parser("export", help="every trial (axes, state, final metrics, paths) as a table")
+    ex.add_argument("dir")
+    filter_args(ex)
+    ex.add_argument("--format", choices=("csv", "parquet", "jsonl"), default="csv")
+    ex.add_argument("--out", default=None, help="file to write (default DIR/export/trials.FORMAT)")
+    ex.add_argument(
+        "--curves",
+        action="store_true",
+        help="the trials' metrics.jsonl rows instead, long: id, axes, step, metric, value",
+    )
+    ex.set_defaults(fn=cmd_export)
+
+    cp = sub.add_parser("compare", help="two sweeps' shared grid points side by side")
+    cp.add_argument("a", metavar="DIR_A")
+    cp.add_argument("b", metavar="DIR_B")
+    cp.add_argument(
+        "--metric", action="append", default=None, help="a result figure to compare (default acc)"
+    )
+    cp.add_argument(
+        "--tolerance", type=float, default=0.0, help="differences up to this are not highlighted"
+    )
+    cp.add_argument("--json", action="store_true", help="stable JSON for scripts")
+    cp.set_defaults(fn=cmd_compare)
 
     sy = sub.add_parser("sync", help="upload the sweep's offline W&B runs")
     sy.add_argument("dir")
@@ -484,9 +661,11 @@ def main(argv: list[str] | None = None) -> int:
     # Hydra overrides may stand before or after the flags: collect the strays as overrides
     args, rest = parser.parse_known_args(argv)
     if rest:
-        if not hasattr(args, "overrides") or any(r.startswith("-") for r in rest):
+        # overrides (launch, train) or filters (status, resume, report, export)
+        strays = next((k for k in ("overrides", "filters") if hasattr(args, k)), None)
+        if strays is None or any(r.startswith("-") for r in rest):
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
-        args.overrides = list(args.overrides) + rest
+        setattr(args, strays, list(getattr(args, strays)) + rest)
     try:
         return args.fn(args)
     except (BadInput, LedgerError) as e:

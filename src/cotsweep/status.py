@@ -22,20 +22,26 @@ import json
 import time
 from pathlib import Path
 
-from cotsweep.ledger import Ledger, driver_alive
+from cotsweep.ledger import STATES, Ledger, driver_alive
+from cotsweep.selection import Selection, resolve
 
 # what `status` calls stalled when the sweep does not say (resources.stall_after_s's default)
 DEFAULT_STALL_AFTER_S = 300.0
 
 
-def status(sweep_dir: Path | str, now: float | None = None) -> dict:
-    """Counts per state, per-axis breakdown, failures with their errors, ETA — stable JSON."""
+def status(
+    sweep_dir: Path | str, now: float | None = None, selection: Selection | None = None
+) -> dict:
+    """Counts per state, per-axis breakdown, failures with their errors, ETA — stable JSON.
+
+    ``selection`` (filters by axis and state) narrows every figure to the trials it takes;
+    an axis or value the ledger does not know raises SelectionError.
+    """
     now = time.time() if now is None else now
+    selection = selection or Selection()
     ledger = Ledger(Path(sweep_dir), read_only=True)
     try:
-        counts = ledger.counts()
-        points = ledger.select(("state", "axes"))
-        spans = ledger.select(("started", "ended", "wall_s"), states=("done", "failed"))
+        rows = ledger.select(("id", "state", "axes", "started", "ended", "wall_s"))
         failed = ledger.trials(("failed",))
         running = ledger.select(("id", "heartbeat", "step", "host"), states=("running",))
         driver = ledger.driver()
@@ -45,10 +51,20 @@ def status(sweep_dir: Path | str, now: float | None = None) -> dict:
         stall_after = float(ledger.get_meta("stall_after_s") or DEFAULT_STALL_AFTER_S)
     finally:
         ledger.close()
+    selection = resolve(selection, ((r[1], r[2]) for r in rows))
+    counts = dict.fromkeys(STATES, 0)
     axes: dict[str, dict[str, dict[str, int]]] = {}
-    for state, point in points:
-        for k, v in json.loads(point).items():
-            axes.setdefault(k, {}).setdefault(str(v), dict.fromkeys(counts, 0))[state] += 1
+    spans, taken = [], set()
+    for tid, state, point, started, ended, wall in rows:
+        parsed = json.loads(point)
+        if not selection.matches(state, parsed):
+            continue
+        taken.add(tid)
+        counts[state] += 1
+        for k, v in parsed.items():
+            axes.setdefault(k, {}).setdefault(str(v), dict.fromkeys(STATES, 0))[state] += 1
+        if state in ("done", "failed"):
+            spans.append((started, ended, wall))
     axes = {k: v for k, v in axes.items() if len(v) > 1}  # only what varies is an axis
     failures = [
         {
@@ -60,6 +76,7 @@ def status(sweep_dir: Path | str, now: float | None = None) -> dict:
             "traceback_tail": (r.traceback or "").strip().splitlines()[-1:] or None,
         }
         for r in failed
+        if r.id in taken
     ]
     live = driver is not None and driver_alive(driver, now)
     pace = throughput(spans, session_start=driver["started"] if live else None)
@@ -83,12 +100,13 @@ def status(sweep_dir: Path | str, now: float | None = None) -> dict:
         stalled = [
             {"id": tid, "heartbeat_age_s": now - beat, "step": step, "host": host}
             for tid, beat, step, host in running
-            if beat is not None and now - beat > stall_after
+            if tid in taken and beat is not None and now - beat > stall_after
         ]
     return {
         "sweep": name,
         "dir": str(ledger.dir),
-        "total": len(points),
+        "total": len(taken),
+        "selection": selection.describe() or None,
         "counts": counts,
         "axes": axes,
         "failures": failures,

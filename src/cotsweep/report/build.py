@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cotsweep import files
+from cotsweep.ledger import Ledger
 from cotsweep.report.aggregate import cells
 from cotsweep.report.document import Figure, Section, to_html, to_markdown
 from cotsweep.report.plots import training_curves
@@ -31,6 +32,7 @@ from cotsweep.report.records import (
     load_trials,
 )
 from cotsweep.report.registry import IMPORT_ERRORS, SECTIONS, ReportContext
+from cotsweep.selection import Selection, selected_ids
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +58,29 @@ class Report:
         return [f.path for f in self.figures]
 
 
-def build_report(sweep_dir: Path | str, *, solve_threshold: float = 0.95) -> Report:
+def build_report(
+    sweep_dir: Path | str, *, solve_threshold: float = 0.95, selection: Selection | None = None
+) -> Report:
     """Read the sweep's trial files and ledger, write ``DIR/report/``, return what was written.
 
     Works on a partial sweep: trials that failed, are still running or never
     started are counted, listed with their errors, and drawn as gaps.
+    ``selection`` (filters by axis and state) reports only the trials it takes, into
+    ``DIR/report_<filters>/``, leaving the whole sweep's report as it was.
     """
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"no sweep directory at {sweep_dir}")
     records = load_trials(sweep_dir)
     out = sweep_dir / REPORT_DIR
+    if selection is not None and not selection.everything:
+        ledger = Ledger(sweep_dir, read_only=True)
+        try:
+            chosen = set(selected_ids(ledger, selection))  # SelectionError: nothing written
+        finally:
+            ledger.close()
+        records = [r for r in records if r.id in chosen]
+        out = sweep_dir / f"{REPORT_DIR}_{selection.describe().replace(' ', '_')}"
     ctx = ReportContext(
         sweep_dir=sweep_dir, report_dir=out, solve_threshold=solve_threshold, records=records
     )

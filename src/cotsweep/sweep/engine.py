@@ -43,6 +43,7 @@ from cotsweep.ledger import (
     TrialRow,
     process_start_time,
 )
+from cotsweep.selection import Selection, selected_ids
 from cotsweep.sweep import cluster
 from cotsweep.sweep.grid import Trial, config_yaml, expand, sweep_name
 from cotsweep.sweep.stream import Finished, RayStream
@@ -594,12 +595,29 @@ def launch(
 
 
 def resume(
-    sweep_dir: Path, *, failed_only: bool = False, reset_attempts: bool = False, **driver_kw: Any
+    sweep_dir: Path,
+    *,
+    failed_only: bool = False,
+    reset_attempts: bool = False,
+    selection: Selection | None = None,
+    **driver_kw: Any,
 ) -> Outcome:
+    """Rerun the failed and unfinished trials (``selection``: only those it takes; its states
+    among pending and failed, since trials left running are pending again first)."""
+    chosen = None
+    if selection is not None and selection.axes:
+        reader = Ledger(Path(sweep_dir), read_only=True)
+        try:  # checked before the lock is taken: a bad filter writes nothing
+            chosen = set(selected_ids(reader, Selection(selection.axes)))
+        finally:
+            reader.close()
+    states = ("failed",) if failed_only else ("pending", "failed")
+    if selection is not None and selection.states:
+        states = selection.states
     ledger = open_for_resume(Path(sweep_dir))
     with _holding(ledger):
         ledger.requeue_running()
-        rows = ledger.trials(("failed",) if failed_only else ("pending", "failed"))
+        rows = [r for r in ledger.trials(states) if chosen is None or r.id in chosen]
         exhausted = 0
         if reset_attempts:  # the journals keep the earlier attempts, as history
             files.reset_attempts(Path(row_view(r).run.out_dir) for r in rows)
@@ -607,7 +625,7 @@ def resume(
                 [(r.id, {"attempts": 0, "failures": 0}) for r in rows],
                 [(r.id, "attempts_reset", None) for r in rows],
             )
-            rows = ledger.trials(("failed",) if failed_only else ("pending", "failed"))
+            rows = [r for r in ledger.trials(states) if chosen is None or r.id in chosen]
         else:
             rows, exhausted = runnable(rows)
         out = Driver(ledger, **driver_kw).run(rows)

@@ -32,7 +32,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from cotsweep import files
+from cotsweep import files, logs
 from cotsweep.ids import trial_id
 
 TRACEBACK_TAIL = 4000
@@ -94,9 +94,12 @@ def execute(
             # waits there): it never started, so it costs no attempt, and it returns before
             # importing torch, so a stop drains the queue in moments.
             return outcome("interrupted", trial_dir)
-        if rank == 0:
-            files.record_attempt(trial_dir)
-        out = _run(cfg, trial_dir, stop_file, dist, listen_fd)
+        attempt = files.record_attempt(trial_dir) if rank == 0 else None
+        # rank 0's output is the trial's: logs/attempt-K.log, for `cotsweep logs`
+        with logs.capture(trial_dir, attempt):
+            out = _run(cfg, trial_dir, stop_file, dist, listen_fd)
+            if attempt is not None:
+                print(f"== attempt {attempt}: {_summary(out)}", flush=True)
     except Exception as e:  # before the trial ran (a full disk, a bad directory): recorded too
         out = outcome("error", trial_dir, **failure(e, trial_dir))
     if trial_dir is not None and (dist is None or dist[0] == 0) and out["status"] != "done":
@@ -126,6 +129,15 @@ def _mirror_finished(cfg: Any, trial_dir: Path, result: dict) -> None:
     if tracker is not None:
         tracker.complete(files.read_jsonl(trial_dir / files.METRICS), result)
         tracker.finish()
+
+
+def _summary(out: dict) -> str:
+    """The outcome in the log's last line: acc and steps when done, else the error."""
+    res = out.get("result") or {}
+    if out["status"] == "done":
+        return f"done, acc={res.get('acc')} after {res.get('steps')} steps"
+    detail = out.get("error") or (f"at step {out['step']}" if out.get("step") is not None else "")
+    return f"{out['status']} {detail}".strip()
 
 
 def _run(
@@ -172,6 +184,7 @@ def _run(
     except KeyboardInterrupt:  # a terminal's Ctrl-C reaches the workers too: back to pending
         return outcome("interrupted", trial_dir)
     except Exception as e:  # any failure of the trial's own code is recorded, not raised
+        traceback.print_exc()  # whole, into the attempt's log; the ledger keeps its tail
         return outcome("error", trial_dir, **failure(e, trial_dir))
     finally:
         restore()

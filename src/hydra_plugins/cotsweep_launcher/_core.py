@@ -68,7 +68,7 @@ from hydra.core.utils import (
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from cotsweep import files
+from cotsweep import files, logs
 from cotsweep.ids import trial_id
 from cotsweep.ledger import STOP_REQUEST, Ledger, LedgerLocked, TrialRow
 from cotsweep.secret_guard import SecretInConfig, refuse_secrets
@@ -256,8 +256,29 @@ def _run_job_on_worker(
     hydra_context: HydraContext,
     singleton_state: dict,
     driver_cwd: str,
+    trial_dir: str,
+    attempt: int,
 ) -> tuple[JobReturn, str | None, str]:
-    """Run one job in a Ray worker, with the driver's Hydra state; returns (JobReturn, traceback, host)."""
+    """Run one job in a Ray worker, with the driver's Hydra state; returns (JobReturn, traceback, host).
+
+    The job's stdout and stderr (and its full traceback) go to its trial's
+    ``logs/attempt-K.log``, as a trial's do under ``cotsweep launch``.
+    """
+    with logs.capture(Path(trial_dir), attempt):
+        ret, tb, host = _run_job(config, task_function, hydra_context, singleton_state, driver_cwd)
+        if tb is not None:
+            print(tb, file=sys.stderr, flush=True)
+        print(f"== attempt {attempt}: {ret.status.name.lower()}", flush=True)
+    return ret, tb, host
+
+
+def _run_job(
+    config: DictConfig,
+    task_function: TaskFunction,
+    hydra_context: HydraContext,
+    singleton_state: dict,
+    driver_cwd: str,
+) -> tuple[JobReturn, str | None, str]:
     setup_globals()
     state = {**singleton_state, "instances": dict(singleton_state["instances"])}
     plugins = Singleton._instances.get(Plugins)
@@ -282,14 +303,12 @@ def _run_job_on_worker(
     tb = None
     if ret.status == JobStatus.FAILED:
         exc = ret._return_value  # the public getter re-raises it; the traceback exists only here
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[
-            -TRACEBACK_TAIL:
-        ]
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         try:
             ray.cloudpickle.dumps(exc)
         except Exception:  # an exception Ray cannot ship back would look like a lost worker
             ret.return_value = RuntimeError(f"{type(exc).__name__}: {exc}")
-    return ret, tb, socket.gethostname()
+    return ret, tb, socket.gethostname()  # the whole traceback: its tail goes to the ledger
 
 
 # ---------------------------------------------------------------- the driver side
@@ -441,7 +460,15 @@ class _Batch:
                 max_retries=int(
                     _setting(launcher, job, "max_retries", "resources.max_retries", DEFAULT_RETRIES)
                 ),
-            ).remote(job.config, task_ref, context_ref, state_ref, cwd)
+            ).remote(
+                job.config,
+                task_ref,
+                context_ref,
+                state_ref,
+                cwd,
+                str(self.sweep_dir / "trials" / job.id),
+                attempts[pos] + 1,
+            )
 
         def finish(pos: int, ref: Any, tries: int, started: float) -> Finished:
             attempts[pos] += 1
@@ -508,6 +535,7 @@ class _Batch:
         now = time.time()
         try:
             ret, tb, host = ray.get(ref)
+            tb = tb[-TRACEBACK_TAIL:] if tb else tb
         except (
             ray.exceptions.RayError
         ) as e:  # the worker or its node was lost, past Ray's own retries
