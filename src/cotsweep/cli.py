@@ -645,6 +645,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def optuna_defaults(args: list[str]) -> list[str]:
+    """What `train -m hydra/sweeper=optuna` needs and the command line did not say.
+
+    Optuna takes one number per trial (the app returns the result's ``acc``, to
+    maximise), and a seeded sampler asks the same points when the same command runs
+    again, which the ledger answers from the finished trials: a relaunch reruns
+    nothing, and an interrupted search continues from its checkpoints.
+    """
+    given = {a.split("=", 1)[0].lstrip("+~") for a in args}
+    extra = []
+    if "run.objective" not in given:
+        extra.append("run.objective=acc")
+        if not given & {"hydra.sweeper.direction"}:
+            extra.append("hydra.sweeper.direction=maximize")
+    if not given & {"hydra.sweeper.sampler.seed", "hydra/sweeper/sampler"}:
+        extra.append("hydra.sweeper.sampler.seed=0")
+    return extra
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["train"] and any(a in ("-m", "--multirun") for a in argv[1:]):
@@ -656,6 +675,8 @@ def main(argv: list[str] | None = None) -> int:
             rest.append("hydra/launcher=cotsweep")
         if not any(a.startswith("hydra.sweep.dir=") for a in rest):
             rest.append("hydra.sweep.dir=runs/multirun")  # fixed, so a relaunch reruns nothing
+        if "hydra/sweeper=optuna" in rest:
+            rest += optuna_defaults(rest)
         return hydra_cli(rest)
     parser = build_parser()
     # Hydra overrides may stand before or after the flags: collect the strays as overrides

@@ -94,6 +94,9 @@ class RunConfig:
     log_every: int = 50
     checkpoint_every: int = 500
     progress: bool = True
+    # the result figure (acc, chain_acc, eval.acc, ...) the Hydra app returns instead of the
+    # whole result, for a sweeper that optimises one number (hydra/sweeper=optuna)
+    objective: str | None = None
 
 
 @dataclass

@@ -207,3 +207,23 @@ def reset_attempts(trial_dirs: Iterable[Path]) -> None:
     for d in trial_dirs:
         if (Path(d) / ATTEMPTS).exists():
             journal(d, {"event": "reset"})
+
+
+def result_figure(result: dict, key: str) -> float:
+    """One figure of a trial's result by dotted key (``acc``, ``eval.acc``), as a float.
+
+    Raises ValueError naming the key and the figures there are, for a sweeper that
+    optimises it (``run.objective``): a missing or empty figure is not a value to optimise.
+    """
+    node: Any = result
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, bool) or not isinstance(node, (int, float)):
+        numbers = sorted(
+            k for k, v in result.items() if isinstance(v, (int, float)) and v is not None
+        )
+        raise ValueError(
+            f"run.objective={key!r}: the trial's result has no number there ({node!r}); "
+            f"its figures: {', '.join(numbers)}"
+        )
+    return float(node)

@@ -11,7 +11,17 @@ Ray scheduling, retries, and nothing rerun when the same multirun runs again
 per run). Any other launcher works too; a trial then runs in its Hydra job's
 output directory.
 
-The task function returns the trial's result (what result.json holds).
+The task function returns the trial's result (what result.json holds), or the
+one figure of it that ``run.objective`` names, for a sweeper that optimises it:
+
+    cotsweep train -m hydra/sweeper=optuna hydra.sweeper.n_trials=20 \\
+        'train.lr=interval(0.0001,0.01)' task=s5 hydra.sweep.dir=runs/lr_search
+
+(``cotsweep train -m`` with the Optuna sweeper sets ``run.objective=acc``,
+``hydra.sweeper.direction=maximize`` and the sampler's seed to 0 where the
+command line does not: a seeded sampler asks the same points again when the
+same command runs again, which the ledger answers from the finished trials, so
+a relaunch reruns nothing and an interrupted search continues where it stopped.)
 """
 
 from __future__ import annotations
@@ -59,10 +69,12 @@ def run(cfg: DictConfig) -> dict:
     files.record_attempt(out)  # attempts.jsonl, as the engine's worker keeps it
     tracker = open_tracker(cfg, out, trial_id(cfg))
     try:
-        return run_trial(cfg, out, tracker=tracker)
+        result = run_trial(cfg, out, tracker=tracker)
     finally:
         if tracker is not None:
             tracker.finish()
+    # a sweeper that optimises (Optuna's) takes one number: the figure run.objective names
+    return files.result_figure(result, cfg.run.objective) if cfg.run.objective else result
 
 
 @hydra.main(version_base="1.3", config_path="pkg://cotsweep.conf", config_name="config")

@@ -213,7 +213,13 @@ def _save_return(sweep_dir: Path, job: Job, value: Any) -> None:
     files.atomic_write(tdir / RETURN_FILE, text + "\n")
 
 
-def _recorded_return(sweep_dir: Path, row: TrialRow) -> Any:
+def _recorded_return(sweep_dir: Path, row: TrialRow, job: Job) -> Any:
+    objective = OmegaConf.select(job.task, "run.objective") if job.trial else None
+    if objective:
+        # what the app returns now: the figure this job's run.objective names, from the
+        # trial's own result (an earlier run of the trial may have returned another figure)
+        result = files.read_json(sweep_dir / "trials" / row.id / files.RESULT)
+        return files.result_figure(result or {}, str(objective))
     recorded = files.read_json(sweep_dir / "trials" / row.id / RETURN_FILE)
     if isinstance(recorded, dict) and "value" in recorded:
         return recorded["value"]
@@ -350,6 +356,7 @@ def launch(
     )
     configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
     sweep_dir = Path(str(launcher.config.hydra.sweep.dir)).resolve()
+    _warn_unseeded_sampler(launcher.config)
     jobs = [
         _compose(launcher, ov, initial_job_idx + i, sweep_dir) for i, ov in enumerate(job_overrides)
     ]
@@ -376,6 +383,17 @@ def launch(
         ledger.close()
 
 
+def _warn_unseeded_sampler(config: DictConfig) -> None:
+    """A sweeper that samples (Optuna's) asks new points on every run unless seeded: then a
+    relaunch continues nothing and runs a new search beside the old one."""
+    sampler = OmegaConf.select(config, "hydra.sweeper.sampler")
+    if isinstance(sampler, DictConfig) and "seed" in sampler and sampler.seed is None:
+        log.warning(
+            "the sweeper's sampler has no seed: running this multirun again asks other points "
+            "instead of continuing; set hydra.sweeper.sampler.seed to resume a search"
+        )
+
+
 class _Batch:
     """One launch: which jobs to skip, and the ray.wait loop over the rest."""
 
@@ -400,7 +418,7 @@ class _Batch:
                 note = f"same trial as job #{self.jobs[first[job.id]].num}"
             elif row.state == "done":
                 self.results[pos] = _job_return(
-                    job, JobStatus.COMPLETED, _recorded_return(self.sweep_dir, row)
+                    job, JobStatus.COMPLETED, _recorded_return(self.sweep_dir, row, job)
                 )
                 note = "done already"
             elif row.state == "failed" and row.error_kind == "diverged":
