@@ -1,11 +1,15 @@
 """`cotsweep ...`: the user's verbs.
 
     cotsweep launch NAME|PATH [overrides...]   run a named sweep (or extend it)
-    cotsweep status DIR [--json]               counts per state, failures, ETA, the driver's state
+    cotsweep status DIR [--json] [--watch]     counts, failures, ETA, the driver; a live table
     cotsweep resume DIR                        rerun failed and unfinished trials
     cotsweep stop DIR                          from any shell: running trials checkpoint, then pending
     cotsweep rebuild DIR                       a new ledger from the trial files (damaged or deleted)
     cotsweep report DIR                        plots and tables into DIR/report/
+    cotsweep logs DIR TRIAL [--attempt K]      a trial's own output and traceback
+    cotsweep export DIR --format csv|parquet|jsonl   every trial as a table
+    cotsweep compare DIR_A DIR_B               two sweeps' shared points side by side
+    (status, resume, report, export take filters: task=cvp setting=base --state failed)
     cotsweep sync DIR                          push offline W&B runs
     cotsweep train [overrides...]              one trial in the foreground
     cotsweep train -m [overrides...]           Hydra multirun through the same engine (ledger, ids, Ray)
