@@ -12,7 +12,12 @@ median:
 * ``import cli``: only ``from cotsweep.cli import main`` — what every verb imports;
 * ``import status``: the CLI and the module ``status`` runs on (``cotsweep.status``;
   ``cotsweep.sweep.engine`` before issue 12) — the light path's import cost;
-* ``python``: ``python -c pass`` — the interpreter's own floor on this machine.
+* ``python``: ``python -c pass`` — the interpreter's own floor on this machine;
+* ``status filtered``: ``status DIR task=cvp setting=base`` (filters checked against the
+  ledger, every figure narrowed to the trials they take);
+* ``status --watch``: one refresh of the live table (the ledger has no live driver, so
+  it draws once and returns): the ledger, plus each running trial's heartbeat and
+  metrics tail. These two run on trees that have them (not on a baseline before them).
 
 ``--baseline-src DIR`` runs every variant a second time against another
 checkout's ``src/`` (e.g. an export of main before the change), alternating
@@ -155,7 +160,12 @@ def command(variant: str, sweep_dir: Path, src: Path) -> list[str]:
             else "cotsweep.sweep.engine"
         )
         return [sys.executable, "-c", boot + f"from cotsweep.cli import main; import {module}"]
-    args = ["status", str(sweep_dir)] + (["--json"] if variant == "status --json" else [])
+    extra = {
+        "status --json": ["--json"],
+        "status filtered": ["task=cvp", "setting=base"],
+        "status --watch": ["--watch"],
+    }
+    args = ["status", str(sweep_dir), *extra.get(variant, [])]
     return [sys.executable, "-c", boot + "from cotsweep.cli import main; sys.exit(main())", *args]
 
 
@@ -207,15 +217,25 @@ def main() -> None:
         size = (sweep_dir / "ledger.sqlite").stat().st_size / 2**20
         print(f"ledger: {sweep_dir / 'ledger.sqlite'} ({size:.1f} MiB), load {os.getloadavg()}")
         variants = ("python", "import cli", "import status", "status", "status --json")
-        walls: dict[str, dict[str, list[float]]] = {t: {v: [] for v in variants} for t in trees}
-        cpus: dict[str, dict[str, list[float]]] = {t: {v: [] for v in variants} for t in trees}
-        for src in trees.values():  # warm the page cache and .pyc files; not timed
-            for v in variants:
+        variants += ("status filtered", "status --watch")
+        has = {
+            t: [v for v in variants if "filtered" not in v and "watch" not in v]
+            + (
+                ["status filtered", "status --watch"]
+                if (src / "cotsweep" / "watch.py").exists()
+                else []
+            )
+            for t, src in trees.items()
+        }
+        walls: dict[str, dict[str, list[float]]] = {t: {v: [] for v in has[t]} for t in trees}
+        cpus: dict[str, dict[str, list[float]]] = {t: {v: [] for v in has[t]} for t in trees}
+        for t, src in trees.items():  # warm the page cache and .pyc files; not timed
+            for v in has[t]:
                 time_once(command(v, sweep_dir, src))
         for rep in range(a.reps):
             order = list(trees) if rep % 2 == 0 else list(reversed(trees))
             for name in order:
-                for v in variants:
+                for v in has[name]:
                     wall, cpu = time_once(command(v, sweep_dir, trees[name]))
                     walls[name][v].append(wall)
                     cpus[name][v].append(cpu)
@@ -228,10 +248,12 @@ def main() -> None:
         for v in variants:
             cells = []
             for t in trees:
-                w = figures[t][v]
-                cells.append(f"{statistics.median(w):.3f} [{min(w):.3f}-{max(w):.3f}]")
+                w = figures[t].get(v)
+                cells.append(
+                    f"{statistics.median(w):.3f} [{min(w):.3f}-{max(w):.3f}]" if w else "-"
+                )
             line = f"{v:<16}" + "".join(f"{c:>24}" for c in cells)
-            if len(trees) > 1:
+            if len(trees) > 1 and all(figures[t].get(v) for t in trees):
                 ratio = statistics.median(figures["baseline"][v]) / statistics.median(
                     figures["current"][v]
                 )
