@@ -26,7 +26,7 @@ from cotsweep.logs import capture
 from cotsweep.results import compare, curves, trials
 from cotsweep.status import status
 from cotsweep.sweep.engine import launch
-from cotsweep.sweep.grid import expand
+from cotsweep.sweep.grid import config_yaml, expand
 from cotsweep.watch import watch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,17 +35,19 @@ HEAVY = ("torch", "hydra", "ray", "omegaconf", "wandb", "matplotlib", "pandas")
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory, ray_local) -> dict:
-    """modadd × seed 0,1,2 trained for real; the seed-1 trial raises (a corrupt checkpoint)."""
+    """modadd × seed 0,1,2 trained for real; the seed-1 trial raises at every attempt (its
+    directory holds another trial's files: a real ConfigError in a real worker)."""
     tmp = tmp_path_factory.mktemp("verbs")
     sw = sweep_file(tmp, "verbs", {"task": "modadd", "seed": "0,1,2"}, steps=20, eval_every=10)
     d = tmp / "sweep"
-    ids = {t.axes["seed"]: t.id for t in expand(str(sw), [], d)}
-    ckpt = d / "trials" / ids[1] / "ckpt" / "last.pt"
-    ckpt.parent.mkdir(parents=True)
-    ckpt.write_bytes(b"not a checkpoint")
+    points = {t.axes["seed"]: t for t in expand(str(sw), [], d)}
+    ids = {seed: t.id for seed, t in points.items()}
+    foreign = d / "trials" / ids[1] / "config.yaml"
+    foreign.parent.mkdir(parents=True)
+    foreign.write_text(config_yaml(points[0].cfg))
     out = launch(str(sw), [], d, progress=False)
     assert out.counts == {"pending": 0, "running": 0, "done": 2, "failed": 1}
-    return {"file": sw, "dir": d, "ids": ids, "ckpt": ckpt, "tmp": tmp}
+    return {"file": sw, "dir": d, "ids": ids, "foreign": foreign, "tmp": tmp}
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -150,7 +152,7 @@ def test_logs_show_a_trials_output_and_the_full_traceback_of_each_attempt(sweep)
         rc, out, _ = in_fresh_interpreter(["logs", d, ids[1], "--attempt", str(k)])
         assert rc == 0
         assert f"== attempt {k} on " in out and "Traceback (most recent call last)" in out
-        assert "load_checkpoint" in out  # the whole traceback, down to where it raised
+        assert "in run_trial" in out  # the whole traceback, down to where it raised
         assert f"== attempt {k}: error " in out
     rc, out, _ = in_fresh_interpreter(["logs", d, ids[1]])
     assert "== attempt 2 on " in out and "== attempt 1 on " not in out  # the latest by default
@@ -172,7 +174,9 @@ def test_trials_dataframe_has_axes_state_final_metrics_and_paths(sweep):
     assert list(df["seed"]) == [0, 1, 2] and set(df["task"]) == {"modadd"}
     by_seed = df.set_index("seed")
     assert list(by_seed["state"]) == ["done", "failed", "done"]
-    assert by_seed.loc[1, "attempts"] == 2 and "Unpickling" in by_seed.loc[1, "error"]
+    assert by_seed.loc[1, "attempts"] == 2 and by_seed.loc[1, "error"].startswith(
+        "ConfigError: run.out_dir="
+    )
     for seed in (0, 2):
         result = json.loads((Path(by_seed.loc[seed, "dir"]) / "result.json").read_text())
         assert by_seed.loc[seed, "acc"] == result["acc"]
@@ -291,13 +295,21 @@ def test_watch_is_light_and_stops_at_once_on_a_finished_sweep(sweep):
 # ---------------------------------------------------------------- resume with filters
 def test_resume_reruns_only_the_selected_trials(sweep, capsys):
     d, ids = sweep["dir"], sweep["ids"]
-    sweep["ckpt"].unlink()  # the cause of the failure is gone
+    sweep["foreign"].unlink()  # the cause of the failure is gone
     rc, _, err = run_cli(capsys, "resume", str(d), "seed=0,2", "--no-progress", "--no-report")
     assert rc == 1 and "(ran 0 this time)" in err  # seed 1 was not selected: still failed
     rc, _, err = run_cli(capsys, "resume", str(d), "--state", "done", "--no-progress")
     assert rc == 2 and "resume reruns pending and failed trials" in err
     rc, _, err = run_cli(
-        capsys, "resume", str(d), "seed=1", "--state", "failed", "--no-progress", "--no-report"
+        capsys,
+        "resume",
+        str(d),
+        "seed=1",
+        "--state",
+        "failed",
+        "--reset-attempts",
+        "--no-progress",
+        "--no-report",
     )
     assert rc == 0 and "(ran 1 this time)" in err, err
     assert json.loads((d / "trials" / ids[1] / "result.json").read_text())["steps"] == 20
