@@ -74,12 +74,15 @@ def parse(filters: Sequence[str], states: Iterable[str] = ()) -> Selection:
 def resolve(selection: Selection, points: Iterable[tuple[str, str]]) -> Selection:
     """The selection with every axis named by its full key, checked against the ledger's
     (state, axes JSON) points; raises SelectionError naming the unknown axis or value."""
-    known: dict[str, list] = {}
+    if not selection.axes:
+        return selection  # states are checked by parse(); nothing to read
+    # the distinct values of each axis; a ledger row's axes repeat the same few values, so
+    # they are told apart by their JSON text, and compared with same_value only when asked
+    distinct: dict[str, dict[str, object]] = {}
     for _, axes in points:
         for k, v in json.loads(axes).items():
-            values = known.setdefault(k, [])
-            if not any(same_value(v, seen) for seen in values):
-                values.append(v)
+            distinct.setdefault(k, {}).setdefault(json.dumps(v), v)
+    known = {k: list(vs.values()) for k, vs in distinct.items()}
     resolved: dict[str, tuple[str, ...]] = {}
     for key, values in selection.axes.items():
         full = _axis_key(key, known)

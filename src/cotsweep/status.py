@@ -37,6 +37,13 @@ def status(
     ``selection`` (filters by axis and state) narrows every figure to the trials it takes;
     an axis or value the ledger does not know raises SelectionError.
     """
+    return summarise(sweep_dir, now, selection)[0]
+
+
+def summarise(
+    sweep_dir: Path | str, now: float | None = None, selection: Selection | None = None
+) -> tuple[dict, Selection]:
+    """:func:`status`'s figures, and the selection with its axes named by their full keys."""
     now = time.time() if now is None else now
     selection = selection or Selection()
     ledger = Ledger(Path(sweep_dir), read_only=True)
@@ -102,7 +109,7 @@ def status(
             for tid, beat, step, host in running
             if tid in taken and beat is not None and now - beat > stall_after
         ]
-    return {
+    figures = {
         "sweep": name,
         "dir": str(ledger.dir),
         "total": len(taken),
@@ -119,6 +126,7 @@ def status(
         "stalled": stalled,
         "advice": advice,
     }
+    return figures, selection
 
 
 def throughput(

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from cotsweep import files
 from cotsweep.ledger import Ledger
-from cotsweep.selection import Selection, resolve
-from cotsweep.status import status
+from cotsweep.selection import Selection
+from cotsweep.status import summarise
 
 # a heartbeat is written every ~5 s of training; older than this, the trial is not training now
 TRAINING_WITHIN_S = 30.0
@@ -37,16 +37,15 @@ def snapshot(
     """status() plus one row per running trial (step, latest accuracy, heartbeat age, host)."""
     now = time.time() if now is None else now
     sweep_dir = Path(sweep_dir)
+    st, sel = summarise(sweep_dir, now=now, selection=selection)
     ledger = Ledger(sweep_dir, read_only=True)
     try:
-        sel = resolve(selection or Selection(), ledger.select(("state", "axes")))
         rows = ledger.select(
             ("id", "axes", "overrides", "started", "step", "heartbeat", "host", "config"),
             states=("running",),
         )
     finally:
         ledger.close()
-    st = status(sweep_dir, now=now, selection=sel)
     running = [
         _running_row(sweep_dir, tid, overrides, started, step, beat_at, host, config, now)
         for tid, axes, overrides, started, step, beat_at, host, config in rows
