@@ -234,7 +234,8 @@ def test_compare_sets_the_same_points_side_by_side(sweep, capsys, ray_local):
     other = sweep["tmp"] / "longer"
     assert launch(str(sweep["file"]), ["train.steps=30"], other, progress=False).counts["done"] == 3
     cmp = compare(d, other, metrics=("acc", "steps"))
-    assert cmp["axes"] == ["task", "seed"] and len(cmp["points"]) == 3
+    assert cmp["matched_on"] == ["task", "seed"] and len(cmp["points"]) == 3
+    assert cmp["axes"] == ["seed"]  # the one that varies is shown
     by_seed = {p["point"]["seed"]: p for p in cmp["points"]}
     assert not any(p["same_config"] for p in cmp["points"])
     assert by_seed[1]["state_a"] == "failed" and by_seed[1]["state_b"] == "done"

@@ -231,10 +231,14 @@ def compare(
         rows.append(row)
     matched_a = {r["id_a"] for r in rows}
     matched_b = {r["id_b"] for r in rows}
+    # shown: the axes whose value differs between the points (a Hydra multirun records
+    # every override of a job as an axis, constants too)
+    shown = [k for k in common if len({json.dumps(r["point"][k], default=str) for r in rows}) > 1]
     return {
         "a": str(dir_a),
         "b": str(dir_b),
-        "axes": common,
+        "matched_on": common,
+        "axes": shown,
         "metrics": list(metrics),
         "tolerance": tolerance,
         "points": rows,
@@ -301,7 +305,7 @@ def render_comparison(cmp: dict) -> object:
         table.add_row(*cells, style="bold red" if r["differs"] else None)
     head = (
         f"A {escape(cmp['a'])}\nB {escape(cmp['b'])}\n"
-        f"{len(cmp['points'])} shared points on {', '.join(cmp['axes']) or 'no axis'}, "
+        f"{len(cmp['points'])} shared points on {', '.join(cmp['matched_on']) or 'no axis'}, "
         f"{cmp['differing']} differ"
         + (f" by more than {cmp['tolerance']}" if cmp["tolerance"] else "")
         + f"; {len(cmp['only_a'])} only in A, {len(cmp['only_b'])} only in B"
