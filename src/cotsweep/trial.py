@@ -555,6 +555,9 @@ def _train(
     t_log, step_log = time.perf_counter(), state["step"]
     wall_start = time.perf_counter() - state["wall"]
     last_beat, stop_reason = 0.0, "completed"
+    # often enough that the driver, which calls a trial silent for stall_after_s stalled,
+    # never mistakes a live one
+    beat_every = min(5.0, float(OmegaConf.select(cfg, "resources.stall_after_s") or 300) / 4)
     tr.model.train()
 
     step = state["step"]
@@ -609,7 +612,7 @@ def _train(
                 state["loss_window"] = window.saved()
                 if dctx.is_main:
                     save_checkpoint(out, tr, state)
-            if dctx.is_main and (time.monotonic() - last_beat > 5 or last):
+            if dctx.is_main and (time.monotonic() - last_beat > beat_every or last):
                 last_beat = time.monotonic()
                 write_heartbeat(out, step, attempt_started)
             if progress is not None and dctx.is_main:

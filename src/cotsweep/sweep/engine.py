@@ -182,7 +182,8 @@ class Driver:
         grace = row_view(rows[0]).resources.get("stall_after_s")
         if grace is not None:  # for `status`, which reads no trial configs
             self.ledger.set_meta(stall_after_s=str(grace))
-        old_handlers: dict = {}
+        # a signal while Ray starts (tens of seconds on a busy machine) stops the driver too
+        old_handlers = self._catch_stop_signals()
         started_ray = False
         self._bar = bar = _Bar(self.ledger, len(rows), enabled=self.progress)
         stream: RayStream[TrialRow] | None = None
@@ -190,8 +191,9 @@ class Driver:
             started_ray = cluster.connect(
                 self.address, num_cpus=self.num_cpus, dashboard=self.dashboard
             )
-            # after ray.init: Ray's core installs a handler that aborts the process on SIGTERM
-            old_handlers = self._catch_stop_signals()
+            # again after ray.init: Ray's core installs a handler that aborts the process on
+            # SIGTERM (the handlers to restore at the end stay those from before)
+            self._catch_stop_signals()
             remote_one = ray.remote(_execute_one)
             remote_group = ray.remote(_execute_group)
             resources = cluster.cluster_resources()
@@ -344,6 +346,11 @@ class Driver:
                 )
                 continue
             grace = float(view.resources.get("stall_after_s") or 0)
+            if seen.started and grace > 0 and now - seen.since > grace and _gone(beat):
+                # the attempt died (Ray runs the task again, and the next attempt beats
+                # anew): it is lost, not stalled, however long its retry waits to start
+                self._beats[row.id] = _Beat(beat, now, started=False)
+                continue
             if seen.started and grace > 0 and now - seen.since > grace:
                 stalled[row.id] = (
                     f"stalled: no heartbeat for {now - seen.since:.0f} s "
@@ -423,19 +430,51 @@ class _Beat:
         )
 
 
+def _local_pid(beat: dict) -> int | None:
+    """The PID that wrote a heartbeat, when it ran on this host (signals reach no further)."""
+    import socket
+
+    if beat.get("host") != socket.gethostname() or not beat.get("pid"):
+        return None
+    return int(beat["pid"])
+
+
+def _pid_reused(pid: int, beat: dict) -> bool:
+    """The heartbeat's PID now names a process born after that attempt started."""
+    born = process_start_time(pid)
+    return born is not None and born > float(beat.get("started") or 0) + 1.0
+
+
+def _gone(beat: dict) -> bool:
+    """The process that wrote a heartbeat has exited (known on this host only)."""
+    pid = _local_pid(beat)
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:  # a zombie (killed, not yet reaped by the raylet) is gone too
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return True
+    except (OSError, IndexError):
+        pass
+    return _pid_reused(pid, beat)  # alive: but is it the same process, or a newer one?
+
+
 def _kill_soon(beat: dict) -> None:
     """A stalled worker on this host: SIGKILL it (a stopped process ignores everything else)
     a moment after Ray is told to cancel its task, so that Ray does not retry it."""
-    import socket
     import threading
 
-    if beat.get("host") != socket.gethostname() or not beat.get("pid"):
+    pid = _local_pid(beat)
+    if pid is None:
         return
-    pid = int(beat["pid"])
 
     def kill() -> None:
-        born = process_start_time(pid)
-        if born is not None and born > float(beat.get("started") or 0) + 1.0:
+        if _pid_reused(pid, beat):
             return  # gone already, its PID given to a newer process
         with suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
