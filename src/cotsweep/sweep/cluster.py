@@ -23,6 +23,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import tempfile
 from collections.abc import Iterator
@@ -80,7 +81,7 @@ def connect(
     # running on this machine (/tmp/ray/ray_current_cluster), someone else's included.
     _use_env(_embedded_env())
     try:
-        with loopback_node():
+        with loopback_node(), stop_signals_blocked_in_children():
             ray.init(
                 address="local",
                 _node_ip_address=LOOPBACK,
@@ -97,7 +98,52 @@ def connect(
     except BaseException:
         _restore_env()
         raise
+    _no_graceful_kill()
     return True
+
+
+def _no_graceful_kill() -> None:
+    """Ray stops its processes with SIGTERM and a second's wait for each before SIGKILL;
+    ours cannot hear SIGTERM (blocked since their start), so the waits only add ~4 s to
+    every shutdown. Skip them (Ray's private node object: if it moves, the waits return)."""
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    kill = getattr(node, "kill_all_processes", None)
+    if kill is None:
+        return
+
+    def kill_at_once(*args: Any, **kwargs: Any) -> Any:
+        return kill(*args, **{**kwargs, "allow_graceful": False})
+
+    node.kill_all_processes = kill_at_once
+
+
+# what stops a job (Slurm, systemd, Docker, Kubernetes), a closed terminal, and Slurm's
+# warning before pre-emption: the driver handles them; Ray's own processes must outlive them
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGHUP", "SIGUSR1") if hasattr(signal, name)
+)
+
+
+@contextmanager
+def stop_signals_blocked_in_children() -> Iterator[None]:
+    """While the embedded Ray starts: block the stop signals, so that its GCS, raylet and
+    workers (which inherit the mask) ignore them, as Ray itself does for SIGINT.
+
+    A SIGTERM sent to the driver's whole process group (Slurm's scancel, a container
+    stop) would otherwise kill Ray under the driver, which could then neither hear from
+    its trials nor stop them cleanly; the driver, unblocked again at once, stops them
+    the cooperative way (a signal that arrived meanwhile is delivered then).
+    """
+    if not hasattr(signal, "pthread_sigmask") or not STOP_SIGNALS:
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 @contextmanager
