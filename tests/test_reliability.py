@@ -367,3 +367,22 @@ def test_an_error_before_the_trial_runs_is_recorded_with_type_path_and_traceback
     assert out["error"].startswith("NotADirectoryError") and str(blocked) in out["error"]
     assert "Traceback" in out["traceback"] and "\x1b[" not in out["traceback"]
     json.dumps(out)  # plain data: it crosses Ray and lands in the ledger as it is
+
+
+def test_notes_of_an_attempt_that_died_reach_the_ledger_with_the_next_outcome(tmp_path):
+    # an attempt set a torn checkpoint aside, then died before returning its outcome (its
+    # worker or the driver was killed): the next outcome carries that note, once
+    from cotsweep.sweep.worker import execute
+
+    cfg = tiny_cfg(["task=modadd", "task.length=3", "train.steps=2"])
+    trial = tmp_path / "trial"
+    with open_dict(cfg):
+        cfg.run.out_dir = str(trial)
+    files.journal(trial, {"event": "start", "host": "h", "pid": 1})
+    files.record_event(trial, "checkpoint_unreadable", "ckpt/last.pt: torn; from ckpt/prev.pt")
+    files.journal(trial, {"event": "end", "status": "lost", "by": "driver"})  # no notes there
+    out = execute(OmegaConf.to_yaml(cfg), None)
+    assert out["status"] == "done" and out["attempts"] == 2
+    assert [e for e, _ in out["events"]] == ["checkpoint_unreadable"]
+    again = execute(OmegaConf.to_yaml(cfg), None)  # found done: nothing to report again
+    assert again["status"] == "done" and again["events"] == []

@@ -195,11 +195,14 @@ def count_attempts(trial_dir: Path) -> int:
 
 
 def attempt_events(trial_dir: Path) -> list[dict]:
-    """The events journaled since this attempt started (its notes for the ledger)."""
+    """The notes for the ledger: events journaled since the last outcome a worker returned
+    (each returned outcome is journaled as an ``end``). That is this attempt's, and those of
+    earlier attempts that died before returning theirs: a killed or stalled worker, or one
+    whose driver was killed (an ``end`` the driver wrote for such a one carried no notes)."""
     rows = journal_records(trial_dir)
-    starts = [i for i, r in enumerate(rows) if r.get("event", "start") == "start"]
-    mine = rows[starts[-1] + 1 :] if starts else rows
-    return [r for r in mine if r.get("event") not in ("start", "end", "reset")]
+    ends = [i for i, r in enumerate(rows) if r.get("event") == "end" and r.get("by") != "driver"]
+    mine = rows[ends[-1] + 1 :] if ends else rows
+    return [r for r in mine if r.get("event", "start") not in ("start", "end", "reset")]
 
 
 def reset_attempts(trial_dirs: Iterable[Path]) -> None:

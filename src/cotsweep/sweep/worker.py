@@ -16,7 +16,9 @@ Every execution of an unfinished trial appends to the trial's journal
 (attempts.jsonl) first, so the attempt count includes executions that Ray
 retried after their worker died; a trial whose result.json exists is done and
 costs no attempt. The outcome is journaled too, so that a ledger rebuilt from
-the trial files knows it.
+the trial files knows it. An outcome carries to the ledger the events (a checkpoint
+set aside, ...) journaled since the last outcome returned, so those of an attempt
+that died before returning (a killed worker or driver) reach it with the next.
 """
 
 from __future__ import annotations
@@ -102,7 +104,8 @@ def execute(
                 print(f"== attempt {attempt}: {_summary(out)}", flush=True)
     except Exception as e:  # before the trial ran (a full disk, a bad directory): recorded too
         out = outcome("error", trial_dir, **failure(e, trial_dir))
-    if trial_dir is not None and (dist is None or dist[0] == 0) and out["status"] != "done":
+    if trial_dir is not None and (dist is None or dist[0] == 0):
+        # done too: the notes this outcome carries to the ledger are not carried again
         _journal_end(trial_dir, out)
     return out
 
