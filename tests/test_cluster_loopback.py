@@ -37,6 +37,8 @@ import pytest
 from loopback_support import ROOT, Machine, free_port
 from sweep_support import ledger_rows
 
+from cotsweep import files
+
 CLUSTER_DOC = ROOT / "docs" / "CLUSTER.md"
 
 # ---------------------------------------------------------------- the docs' commands
@@ -152,7 +154,7 @@ def test_trial_stopped_while_queued_returns_without_an_attempt(tmp_path: Path) -
     cfg = tiny_cfg([f"run.out_dir={trial}"])
     out = execute(config_yaml(cfg), str(stop))
     assert out["status"] == "interrupted" and out["attempts"] == 0, out
-    assert not (trial / "attempts.jsonl").exists()
+    assert not (trial / files.ATTEMPTS).exists()
 
 
 # ---------------------------------------------------------------- the cluster
@@ -213,10 +215,10 @@ def trial_dirs(sweep_dir: Path) -> list[Path]:
 
 
 def attempts(trial: Path) -> list[dict]:
-    path = trial / "attempts.jsonl"
-    if not path.exists():
+    """The executions of a trial: the start records of its journal (attempts.jsonl)."""
+    if not (trial / files.ATTEMPTS).exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in files.journal_records(trial) if r.get("event", "start") == "start"]
 
 
 def executing_on(machine: Machine, sweep_dir: Path) -> set[str]:
@@ -368,7 +370,8 @@ def test_operator_path_survives_a_lost_node_and_a_stop(loopback: LoopbackCluster
     stop = head.run(lb.fill(STOP, SUBMISSION_ID=job), timeout=120)
     assert f"Job '{job}' was stopped" in stop, stop
     submit.proc.wait(timeout=60)  # the tailing terminal sees the job end
-    assert "interrupted; continue with: cotsweep resume" in submit.text(), submit.text()
+    told = re.sub(r"\s+", "", submit.text())  # the driver's last words, folded by rich
+    assert f"continuewith:cotsweepresume{sweep_dir}" in told, submit.text()
     rows = ledger_rows(sweep_dir)
     states = [r["state"] for r in rows.values()]
     assert "running" not in states and "failed" not in states, states
@@ -383,14 +386,20 @@ def test_operator_path_survives_a_lost_node_and_a_stop(loopback: LoopbackCluster
     assert [t for t in rows if t not in done_at_stop and ran_at_stop[t] == 0], ran_at_stop
     for tid in done_at_stop:  # a lost node costs the attempts of the trials it ran, no other
         assert ran_at_stop[tid] == 1 + (tid in lost), (tid, ran_at_stop[tid], lost)
+    for tid, ran in ran_at_stop.items():  # nor did any trial still running at the stop pay more
+        assert ran <= 1 + (tid in lost), (tid, ran, lost)
 
-    step("resume")
+    step(f"resume: {len(done_at_stop)} done at the stop, {len(lost)} lost with the node")
     # 7. The resubmitted resume finishes the sweep and reruns nothing that was done.
-    resumed = re.sub(r"\s+", " ", head.run(lb.fill(RESUME), timeout=400))
+    resumed = head.run(lb.fill(RESUME), timeout=400)
     assert re.search(r"Job '\S+' succeeded", resumed), resumed
-    assert f"ran {SMOKE_TRIALS - len(done_at_stop)} this time" in resumed, resumed
-    step("resumed")
+    left = SMOKE_TRIALS - len(done_at_stop)
+    assert f"(ran{left}thistime)" in re.sub(r"\s+", "", resumed), resumed
     rows = ledger_rows(sweep_dir)
+    step(  # the figures a report quotes: executions per trial, * for the lost node's
+        "resumed; attempts "
+        + " ".join(f"{r['attempts']}{'*' * (t in lost)}" for t, r in sorted(rows.items()))
+    )
     assert [r["state"] for r in rows.values()] == ["done"] * SMOKE_TRIALS, rows
     for tid, row in rows.items():
         trial = sweep_dir / "trials" / tid
