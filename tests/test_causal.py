@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import tiny_cfg
+from figure_checks import captured_figures, check_paper_figures
 
 from cotsweep.cli import main
 from cotsweep.report import ReportContext, build_report, load_trials
@@ -479,7 +480,9 @@ def test_cpu_sweep_runs_end_to_end_and_its_report_renders(tmp_path: Path, ray_lo
         progress=False,
     )
     assert out.ok and out.counts["done"] == 4  # NoPE and learned PE x sequential and TS2
-    report = build_report(d)
+    with captured_figures() as figures:
+        report = build_report(d)
+    check_paper_figures(report.dir, figures, seeds="1 seed per point")
     md = report.markdown.read_text()
     assert "Causal transitivity by axiomatic training" in md and "failed to build" not in md
     assert {p.name for p in report.images} >= {"causal_accuracy_vs_chain_length.png"}

@@ -10,6 +10,7 @@ from contextlib import redirect_stdout
 import pytest
 import torch
 from conftest import tiny_cfg
+from figure_checks import captured_figures, check_paper_figures
 
 from cotsweep.cli import main as cli
 from cotsweep.tasks import ConfigError, make_task
@@ -307,7 +308,9 @@ def test_function_mixtures_cpu_sweep_runs_end_to_end_and_its_report_renders(tmp_
         progress=False,
     )
     assert out.ok and out.counts["done"] == 2  # mixtures linear and linear+sinusoid
-    report = build_report(d)
+    with captured_figures() as figures:
+        report = build_report(d)
+    check_paper_figures(report.dir, figures, seeds="1 seed per point")
     md = report.markdown.read_text()
     assert "In-context learning of function-class mixtures" in md
     assert "failed to build" not in md

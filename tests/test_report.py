@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import yaml
 from conftest import tiny_cfg
+from figure_checks import captured_figures, check_paper_figures, legend_labels
 from matplotlib.image import imread
 from omegaconf import OmegaConf
 
@@ -187,7 +188,9 @@ def make_synthetic_sweep(root: Path, tasks: tuple[str, ...] = DRAWN) -> Path:
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory: pytest.TempPathFactory):
     root = make_synthetic_sweep(tmp_path_factory.mktemp("sweep"))
-    report = build_report(root)
+    with captured_figures() as figures:
+        report = build_report(root)
+    report.drawn = figures  # the matplotlib figures themselves, for the reviewer's checks
     return root, report
 
 
@@ -297,6 +300,19 @@ def test_every_expected_file_exists_and_each_figure_is_a_real_image(synthetic):
     assert manifest_images(out) == report.images
     for p in report.images:
         _assert_real_png(p)
+
+
+def test_figures_of_three_seeds_with_gaps_pass_a_reviewers_checks(synthetic):
+    root, report = synthetic
+    check_paper_figures(root / "report", report.drawn, chance=CHANCE)
+    manifest = json.loads((root / "report" / "manifest.json").read_text())
+    captions = {Path(f["path"]).name: f["caption"] for f in manifest["figures"]}
+    # three seeds, one failed cell (no seed finished) and one never started
+    assert "3 seeds per point (0–3 finished)" in captions["accuracy_vs_depth_s5.png"]
+    # the seeds differ (±0.01), so the band is drawn and named; the gaps too
+    legend = legend_labels(report.drawn["accuracy_vs_depth_s5.png"])
+    assert "min–max over seeds" in legend and "no result (failed / missing)" in legend
+    assert "chance" in legend
 
 
 def test_markdown_holds_the_tables_behind_the_plots(synthetic):

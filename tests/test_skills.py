@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 from conftest import tiny_cfg
+from figure_checks import captured_figures, check_paper_figures
 
 import cotsweep  # noqa: F401  (sets Ray's environment before ray is imported)
 from cotsweep.report import build_report
@@ -152,7 +153,9 @@ def test_skill_emergence_sweep_runs_end_to_end_and_its_report_renders(tmp_path, 
         progress=False,
     )
     assert out.ok and out.counts["done"] == 8
-    report = build_report(d)
+    with captured_figures() as figures:
+        report = build_report(d)
+    check_paper_figures(report.dir, figures, seeds="2 seeds per point")
     md = report.markdown.read_text()
     assert "Emergence of skill combinations" in md
     assert "rule of thumb" in md and "10×" in md

@@ -193,6 +193,10 @@ def write_report(sweep_dir: Path, threshold: float = 0.95, selection=None) -> No
 
     rep = build_report(Path(sweep_dir), solve_threshold=threshold, selection=selection)
     console.print(f"report: {rep.markdown}\n        {rep.html}  ({len(rep.images)} figures)")
+    for w in rep.warnings:
+        console.print(
+            f"warning: {w}", style="yellow", markup=False, highlight=False, soft_wrap=True
+        )
     if selection is None or selection.everything:  # the W&B summary run is the whole sweep's
         mirror_report(Path(sweep_dir), rep)
 

@@ -30,13 +30,17 @@ ones included) and a :class:`ReportContext` (``report_dir``,
         path = accuracy_against(records, ctx.figure_path("causal_accuracy_vs_length"),
                                 x="length", line="pos_encoding", panel="setting",
                                 title="causal: accuracy against chain length")
-        sec.figure(path, "accuracy against chain length, one line per positional encoding")
+        sec.figure(path, "accuracy against chain length, one line per positional "
+                         f"encoding; {seeds_text(records)}")  # every caption: its seed count
         return sec
 
 Reusable pieces: :mod:`~cotsweep.report.plots` (``accuracy_against``,
 ``heatmap``, ``training_curves``: any axes on x, lines and panels; seeds as
-mean with min–max bands; gaps drawn), :mod:`~cotsweep.report.aggregate`
-(``cells``: seeds per grid point), and :mod:`~cotsweep.report.findings`
+mean with min–max bands; gaps drawn; and for a study's own figures ``band``,
+``chance_line``, ``readable_log_axis``, ``figure_legend`` and ``titled``, which
+keep the legend to what was drawn and put the seed count in the title),
+:mod:`~cotsweep.report.aggregate` (``cells``: seeds per grid point;
+``seeds_text`` for captions; ``above_chance``), and :mod:`~cotsweep.report.findings`
 (published figures as a YAML file of checks, marked reproduced / not
 reproduced / not run). The CoT study's section, :mod:`cotsweep.report.cot`,
 is the worked example. A task no section claims still gets a generic section.

@@ -54,6 +54,11 @@ class Cell:
         return max(self.values, default=math.nan)
 
     @property
+    def chance(self) -> float | None:
+        """Chance accuracy of the grid point, as its finished seeds report it."""
+        return chance_level(r for r in self.records if r.done)
+
+    @property
     def is_gap(self) -> bool:
         return not self.values
 
@@ -98,6 +103,41 @@ def chance_level(records: Iterable[TrialRecord]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
+def above_chance(acc: float, chance: float | None) -> float:
+    """Accuracy as the share of the way from chance to perfect: 0 at chance, 1 at 1.0, below 0 under chance.
+
+    A raw 0.76 reads well on a 0–1 scale, but on the circuit value problem
+    (chance 0.5) it is only about half the way: 0.52.
+    """
+    if chance is None or not math.isfinite(chance) or chance >= 1:
+        return acc
+    return (acc - chance) / (1 - chance)
+
+
+def seeds_text(records: Iterable[TrialRecord]) -> str:
+    """How many seeds stand behind each plotted point: ``1 seed per point``, ``3 seeds per point``.
+
+    A point is a grid point without its seed axis. Where some points have more
+    seeds than others the range is given (``1–3 seeds per point``), and where
+    seeds did not finish, how many did (``3 seeds per point (2–3 finished)``),
+    since a mean over two is not a mean over three.
+    """
+    points = by(
+        records,
+        lambda r: tuple(sorted((k, str(v)) for k, v in r.axes.items() if k != "seed")),
+    )
+    if not points:
+        return "0 seeds"
+    planned = [len(rs) for rs in points.values()]
+    finished = [sum(r.done for r in rs) for rs in points.values()]
+    lo, hi = min(planned), max(planned)
+    text = f"{lo}–{hi}" if lo != hi else f"{hi}"
+    text += f" seed{'s' if hi != 1 else ''} per point"
+    if finished != planned:
+        text += f" ({min(finished)}–{max(finished)} finished)"
+    return text
+
+
 def first_step_reaching(record: TrialRecord, threshold: float, key: str = "eval/acc") -> int | None:
     """The first evaluated step at which ``key`` reached ``threshold``, if it did."""
     for step, v in zip(*record.series(key), strict=True):
@@ -127,6 +167,8 @@ def by(
 
 __all__ = [
     "DONE",
+    "above_chance",
+    "seeds_text",
     "NOT_IN_GRID",
     "Cell",
     "by",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cotsweep import files
 from cotsweep.ledger import Ledger
-from cotsweep.report.aggregate import cells
+from cotsweep.report.aggregate import cells, seeds_text
 from cotsweep.report.document import Figure, Section, to_html, to_markdown
 from cotsweep.report.plots import training_curves
 from cotsweep.report.records import (
@@ -51,6 +51,8 @@ class Report:
     manifest: Path
     figures: list[Figure] = field(default_factory=list)
     records: list[TrialRecord] = field(default_factory=list)
+    # what the reader must be told before trusting a figure, one line each (the CLI prints them)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def images(self) -> list[Path]:
@@ -87,6 +89,7 @@ def build_report(
     for stale in (out / FIGURES).glob("*.png"):
         stale.unlink()  # figures of a previous build whose grid points may be gone
 
+    warnings = [truncation_warning(r) for r in records if r.truncated]
     sections = [_overview(records, sweep_dir)]
     tasks = grid_values(records, "task")
     claimed: set[str] = set()
@@ -113,12 +116,25 @@ def build_report(
         "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
         "solve_threshold": solve_threshold,
         "states": dict(Counter(r.state for r in records)),
+        "truncated": [r.id for r in records if r.truncated],
+        "warnings": warnings,
         "figures": [
             {"path": f.path.relative_to(out).as_posix(), "caption": f.caption} for f in figures
         ],
     }
     files.write_json(out / MANIFEST, manifest)
-    return Report(out, out / MARKDOWN, out / HTML, out / MANIFEST, figures, records)
+    return Report(out, out / MARKDOWN, out / HTML, out / MANIFEST, figures, records, warnings)
+
+
+def truncation_warning(r: TrialRecord) -> str:
+    """One line for a finished trial whose metrics.jsonl stops before its result's last step."""
+    last = r.last_logged_step
+    where = f"ends at step {last}" if last is not None else "holds no step"
+    return (
+        f"trial {r.id} ({r.label()}): metrics.jsonl {where} but result.json reports "
+        f"{(r.result or {}).get('steps')} steps; its curve is marked cut short and its final "
+        "loss is left out (result.json's figures stand)"
+    )
 
 
 def _run_section(title: str, make) -> Section:
@@ -179,6 +195,28 @@ def _overview(records: list[TrialRecord], sweep_dir: Path) -> Section:
         if unknown:
             rows.append(["(unknown)"] + [sum(r.state == s for r in unknown) for s in states])
         sec.table(["task"] + states, rows, caption="Trials per task and state.")
+    cut = [r for r in records if r.truncated]
+    if cut:
+        sec.heading("Trials whose metrics.jsonl is cut short")
+        sec.text(
+            f"**Warning:** {len(cut)} finished trial{'s' if len(cut) != 1 else ''} logged fewer "
+            "steps than their result.json reports (a copy cut short, a torn or corrupt line, a full "
+            "disk). Their final accuracy comes from result.json and stands; their curves end early "
+            "and are drawn dotted, ending in ✕, outside the seed means, and their final loss is "
+            "left out of the tables."
+        )
+        sec.table(
+            ["trial", "grid point", "last logged step", "steps (result.json)"],
+            [
+                [
+                    f"`{r.id}`",
+                    r.label(),
+                    r.last_logged_step if r.last_logged_step is not None else "none",
+                    (r.result or {}).get("steps"),
+                ]
+                for r in cut
+            ],
+        )
     lacking = [r for r in records if not r.done]
     if lacking:
         sec.heading("Trials without a result")
@@ -228,7 +266,9 @@ def _generic(task: str, records: list[TrialRecord], ctx: ReportContext) -> Secti
             title=f"{task}: training curves",
         )
         sec.figure(
-            p, f"{task}: training loss and eval accuracy against step, coloured by {colour}."
+            p,
+            f"{task}: training loss and eval accuracy against step, coloured by {colour}; "
+            f"{seeds_text(records)}.",
         )
     return sec
 

@@ -29,12 +29,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
 
-from cotsweep.report.aggregate import Cell
+from cotsweep.report.aggregate import Cell, seeds_text
 from cotsweep.report.document import Section
-from cotsweep.report.plots import new_figure, paper_style, save
+from cotsweep.report.plots import (
+    band,
+    chance_line,
+    figure_legend,
+    new_figure,
+    paper_style,
+    save,
+    titled,
+)
 from cotsweep.report.records import TrialRecord
 from cotsweep.report.registry import ReportContext, section
 
@@ -67,6 +73,8 @@ ENCODING_COLOURS = {
     "rope": "#CC79A7",
     "GPT-4": "0.45",
 }
+# a marker per encoding, so that lines lying on each other (every model at chance) stay told apart
+ENCODING_MARKERS = {"none": "o", "learned": "s", "sinusoidal": "^", "rope": "D"}
 MIX_ORDER = ("sequential", "TS1", "TS2", "custom")
 SUITE_KINDS = {
     "published": "the published evaluation files themselves (task.eval_files)",
@@ -221,7 +229,7 @@ def causal_section(records: list[TrialRecord], ctx: ReportContext) -> Section:
     sec.figure(
         path,
         "accuracy against chain length (nodes), one line per positional encoding, one row per "
-        "training mix; dashed: the reported accuracies (trained on TS2, measured on the published "
+        f"training mix; {seeds_text(records)}; dotted: chance; dashed: the reported accuracies (trained on TS2, measured on the published "
         "files), drawn in both columns since the transcription does not say which chains they are. "
         f"Our suites — {kinds}",
     )
@@ -303,22 +311,22 @@ def length_figure(groups: dict, path: Path) -> Path:
                 # categorical slots: 7..15 stay readable beside 20 and 50
                 pos = {n: float(k) for k, n in enumerate(ns)}
                 ax.set_xticks(list(pos.values()), [str(n) for n in ns])
-                for enc in encs:
+                for e, enc in enumerate(encs):
                     recs = groups.get((mix, enc, rest))
                     if not recs:
                         continue
                     cs = [_cell(recs, f"{kind}_{n}") for n in ns]
                     col = ENCODING_COLOURS.get(enc, "0.2")
-                    xs = [pos[n] for n in ns]
-                    ax.plot(xs, [c.mean for c in cs], marker="o", color=col)
-                    ax.fill_between(
+                    # a small sideways shift per encoding: equal accuracies do not hide each other
+                    xs = [pos[n] + 0.06 * (e - (len(encs) - 1) / 2) for n in ns]
+                    ax.plot(
                         xs,
-                        [c.lo for c in cs],
-                        [c.hi for c in cs],
+                        [c.mean for c in cs],
+                        marker=ENCODING_MARKERS.get(enc, "o"),
                         color=col,
-                        alpha=0.18,
-                        linewidth=0,
+                        label=ENCODING_LABELS.get(enc, enc),
                     )
+                    band(ax, xs, [c.lo for c in cs], [c.hi for c in cs], col)
                     lowest = min([lowest] + [c.lo for c in cs if not c.is_gap])
                 for enc, vals in (
                     REPORTED["rows"].items() if mix == REPORTED["mix"] or not reported_row else ()
@@ -336,44 +344,27 @@ def length_figure(groups: dict, path: Path) -> Path:
                             marker=".",
                             color=ENCODING_COLOURS.get(enc, "0.45"),
                             alpha=0.8,
+                            label=f"{ENCODING_LABELS.get(enc, enc)} (reported)",
                         )
-                ax.axhline(0.5, color="0.35", linestyle=":", linewidth=1.0, zorder=1)
+                chance_line(ax, 0.5, linestyle=":", linewidth=1.0)  # every suite is balanced
                 ax.set_title(f"trained on {mix}{' ' + rest if rest else ''}: {title}")
                 ax.set_xlabel("chain length (nodes)")
                 if j == 0:
                     ax.set_ylabel("accuracy")
         for ax in axes.flat:  # one scale for every panel; below 0.3 only if some model is there
             ax.set_ylim(max(0.0, lowest - 0.05) if lowest < 0.3 else 0.3, 1.03)
-        handles = [
-            Line2D(
-                [],
-                [],
-                color=ENCODING_COLOURS.get(e, "0.2"),
-                marker="o",
-                label=ENCODING_LABELS.get(e, e),
-            )
-            for e in encs
-        ]
-        handles += [
-            Line2D(
-                [],
-                [],
-                color=ENCODING_COLOURS[e],
-                linestyle="--",
-                marker=".",
-                label=f"{ENCODING_LABELS[e]} (reported)",
-            )
-            for e in REPORTED["rows"]
-        ]
-        handles += [
-            Patch(color="0.5", alpha=0.3, label="min–max over seeds"),
-            Line2D([], [], color="0.35", linestyle=":", label="chance"),
-        ]
-        fig.legend(handles=handles, loc="outside lower center", ncols=4, frameon=False)
+        figure_legend(
+            fig,
+            first=[ENCODING_LABELS.get(e, e) for e in encs],
+            loc="outside lower center",
+            ncols=4,
+        )
         kinds = _kinds([r for r in all_recs if r.done])
-        fig.suptitle(
-            "causal transitivity: accuracy against chain length "
-            f"({' / '.join(kinds)} suites; dashed: reported, on the published files)"
+        titled(
+            fig,
+            "causal transitivity: accuracy against chain length",
+            all_recs,
+            f"{' / '.join(kinds)} suites; dashed: reported, on the published files",
         )
         return save(fig, path)
 

@@ -12,7 +12,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cotsweep.report.aggregate import Cell, cells, chance_level, first_step_reaching, mean_of
+from cotsweep.report.aggregate import (
+    Cell,
+    cells,
+    chance_level,
+    first_step_reaching,
+    mean_of,
+    seeds_text,
+)
 from cotsweep.report.document import Section
 from cotsweep.report.findings import NOT_REPRODUCED, NOT_RUN, REPRODUCED, check_findings, condition
 from cotsweep.report.plots import accuracy_against, heatmap, smallest_solving, training_curves
@@ -67,6 +74,7 @@ def _task(sec: Section, task: str, records: list[TrialRecord], ctx: ReportContex
         f"chance = {chance:.3f}" if chance is not None else "chance unknown (no finished trial)"
     )
     n_seeds = len(grid_values(records, "seed"))
+    seeds = seeds_text(records)
     sec.heading(TASK_TITLES.get(task, task))
     done = sum(r.done for r in records)
     sec.text(
@@ -97,7 +105,7 @@ def _task(sec: Section, task: str, records: list[TrialRecord], ctx: ReportContex
     sec.figure(
         p,
         f"{task}: accuracy against depth{scale}, one line per setting, one panel per input length; "
-        f"dashed: chance; ✕: no result.",
+        f"{seeds}; dashed: chance; ✕: no result.",
     )
     if len(lengths) > 1:
         p = accuracy_against(
@@ -109,7 +117,9 @@ def _task(sec: Section, task: str, records: list[TrialRecord], ctx: ReportContex
             title=f"{task}: accuracy against input length",
         )
         sec.figure(
-            p, f"{task}: accuracy against input length, one line per depth, one panel per setting."
+            p,
+            f"{task}: accuracy against input length, one line per depth, one panel per setting; "
+            f"{seeds}; dashed: chance.",
         )
     else:
         sec.text(
@@ -134,8 +144,10 @@ def _task(sec: Section, task: str, records: list[TrialRecord], ctx: ReportContex
     )
     sec.figure(
         p,
-        f"{task}: depth × input length heat map per setting; the outlined cell in each column is "
-        f"the smallest depth that solves that length (mean acc ≥ {thr:g}).",
+        f"{task}: depth × input length heat map per setting ({seeds}); colour: accuracy above chance, "
+        f"(acc − chance)/(1 − chance), so chance is dark whatever the task's chance; number: the "
+        f"accuracy itself. The outlined cell in each column is the smallest depth that solves that "
+        f"length (mean acc ≥ {thr:g}).",
     )
     rows = []
     undetermined = False
@@ -179,7 +191,8 @@ def _task(sec: Section, task: str, records: list[TrialRecord], ctx: ReportContex
         sec.figure(
             p,
             f"{task}, n = {n}: training loss and eval accuracy against step, one column per "
-            "setting, coloured by depth; dash-dotted: trials that did not finish.",
+            f"setting, coloured by depth; {seeds_text(sub)}; dash-dotted: trials that did not "
+            "finish; dotted, ending in ✕: a metrics.jsonl cut short.",
         )
         for s in settings:
             for d in depths:
@@ -209,8 +222,10 @@ def _cell_text(c: Cell | None) -> str:
 
 def _curve_row(group: list[TrialRecord], thr: float) -> list[object]:
     done = [r for r in group if r.state == DONE]
-    losses = [r.series("train/loss")[1] for r in done]
+    # a metrics.jsonl cut short ends before the trial did: its last loss is not the final one
+    losses = [r.series("train/loss")[1] for r in done if not r.truncated]
     loss = mean_of(v[-1] if v else None for v in losses)
+    cut = sum(r.truncated for r in done)
     acc = Cell(done).text() if done else ", ".join(sorted({r.state for r in group}))
     reach = [first_step_reaching(r, thr) for r in done]
     hit = [s for s in reach if s is not None]
@@ -225,7 +240,8 @@ def _curve_row(group: list[TrialRecord], thr: float) -> list[object]:
     steps = mean_of(r.result.get("steps") for r in done if r.result)
     return [
         f"{len(done)}/{len(group)}",
-        f"{loss:.3g}" if loss is not None else "—",
+        (f"{loss:.3g}" if loss is not None else "—")
+        + (f" ({cut} cut short, left out)" if cut else ""),
         acc,
         reached,
         f"{steps:.0f}" if steps is not None else "—",

@@ -22,12 +22,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
 from matplotlib.ticker import NullLocator
 
+from cotsweep.report.aggregate import seeds_text
 from cotsweep.report.document import Section
-from cotsweep.report.plots import new_figure, paper_style, save
+from cotsweep.report.plots import band, figure_legend, new_figure, paper_style, save, titled
 from cotsweep.report.records import TrialRecord
 from cotsweep.report.registry import ReportContext, section
 
@@ -117,6 +116,7 @@ def functions_study(records: list[TrialRecord], ctx: ReportContext) -> Section:
         sec.text("No trial has finished yet: nothing to draw.")
         return sec
     colours = {s: SIZE_COLOURS[i % len(SIZE_COLOURS)] for i, s in enumerate(sizes)}
+    seeds = seeds_text(records)
     by_mix = {m: [r for r in records if mixture_of(r) == m] for m in mixtures}
 
     p = _curves_figure(by_mix, sizes, colours, ctx.figure_path("functions_error_vs_examples"))
@@ -124,7 +124,7 @@ def functions_study(records: list[TrialRecord], ctx: ReportContext) -> Section:
         sec.figure(
             p,
             "Normalised squared error against the number of in-context examples, one row per pretraining "
-            "mixture, one column per function family; coloured: model sizes; grey: baselines.",
+            f"mixture, one column per function family; coloured: model sizes ({seeds}); grey: baselines.",
         )
     p = _sweep_figure(
         by_mix,
@@ -140,7 +140,7 @@ def functions_study(records: list[TrialRecord], ctx: ReportContext) -> Section:
         sec.figure(
             p,
             "Normalised error at the last point against a (a = 1: linear, a = 0: sinusoid), one panel per "
-            "pretraining mixture, beside the baselines.",
+            f"pretraining mixture, beside the baselines; {seeds}.",
         )
     p = _sweep_figure(
         by_mix,
@@ -157,7 +157,7 @@ def functions_study(records: list[TrialRecord], ctx: ReportContext) -> Section:
         sec.figure(
             p,
             "Normalised error at the last point against the sinusoid's frequency, one panel per pretraining "
-            "mixture; shaded: the training range of frequencies.",
+            f"mixture; shaded: the training range of frequencies; {seeds}.",
         )
 
     rows = []
@@ -220,32 +220,27 @@ def functions_study(records: list[TrialRecord], ctx: ReportContext) -> Section:
 
 # ---------------------------------------------------------------- figures
 def _band(ax, x, arr: np.ndarray, colour: str, label: str) -> None:
-    mean = np.nanmean(arr, axis=0)
-    ax.plot(x, mean, color=colour, marker="o", markersize=3, label=label)
-    if arr.shape[0] > 1:
-        ax.fill_between(
-            x, np.nanmin(arr, axis=0), np.nanmax(arr, axis=0), color=colour, alpha=0.18, linewidth=0
-        )
+    """A model's mean over seeds, with the min–max band where the seeds differ."""
+    ax.plot(x, np.nanmean(arr, axis=0), color=colour, marker="o", markersize=3, label=label)
+    band(ax, x, np.nanmin(arr, axis=0), np.nanmax(arr, axis=0), colour)
 
 
 def _baselines(ax, x, records: Sequence[TrialRecord], key: str) -> None:
     for b, (colour, style) in BASELINE_STYLE.items():
         arr = stack(records, key.format(p=b))
         if arr is not None and arr.shape[1] == len(x):
-            ax.plot(x, np.nanmean(arr, axis=0), color=colour, linestyle=style, linewidth=1.3)
+            ax.plot(
+                x,
+                np.nanmean(arr, axis=0),
+                color=colour,
+                linestyle=style,
+                linewidth=1.3,
+                label=BASELINES[b],
+            )
 
 
-def _legend(fig, sizes: Sequence[str], colours: dict, extra: list | None = None) -> None:
-    handles = [
-        Line2D([], [], color=colours[s], marker="o", markersize=3, label=f"model {s}")
-        for s in sizes
-    ]
-    handles += [
-        Line2D([], [], color=c, linestyle=ls, label=BASELINES[b])
-        for b, (c, ls) in BASELINE_STYLE.items()
-    ]
-    handles.append(Patch(color="0.5", alpha=0.3, label="min–max over seeds"))
-    fig.legend(handles=handles + (extra or []), loc="outside right upper", frameon=False)
+def _legend(fig, sizes: Sequence[str]) -> None:
+    figure_legend(fig, first=[f"model {s}" for s in sizes], loc="outside right center")
 
 
 def _curves_figure(by_mix: dict, sizes: list[str], colours: dict, path: Path) -> Path | None:
@@ -260,7 +255,7 @@ def _curves_figure(by_mix: dict, sizes: list[str], colours: dict, path: Path) ->
                 for s in sizes:
                     arr = stack([r for r in recs if size_of(r) == s], f"curve/{fam}/model")
                     if arr is not None:
-                        _band(ax, np.arange(arr.shape[1]), arr, colours[s], s)
+                        _band(ax, np.arange(arr.shape[1]), arr, colours[s], f"model {s}")
                 ref = stack(recs, f"curve/{fam}/model")
                 if ref is not None:
                     _baselines(ax, np.arange(ref.shape[1]), recs, f"curve/{fam}/{{p}}")
@@ -270,8 +265,12 @@ def _curves_figure(by_mix: dict, sizes: list[str], colours: dict, path: Path) ->
                     ax.set_xlabel("in-context examples")
                 if j == 0:
                     ax.set_ylabel("normalised sq. error")
-        _legend(fig, sizes, colours)
-        fig.suptitle("functions: error against the number of in-context examples")
+        _legend(fig, sizes)
+        titled(
+            fig,
+            "functions: error against the number of in-context examples",
+            [r for rs in by_mix.values() for r in rs],
+        )
         return save(fig, path)
 
 
@@ -293,7 +292,6 @@ def _sweep_figure(
         ncols = min(3, len(by_mix))
         nrows = math.ceil(len(by_mix) / ncols)
         fig, axes = new_figure(nrows, ncols)
-        extra = []
         for i, (m, recs) in enumerate(by_mix.items()):
             ax = axes[i // ncols][i % ncols]
             xs = stack(recs, xkey)
@@ -304,13 +302,19 @@ def _sweep_figure(
             for s in sizes:
                 arr = stack([r for r in recs if size_of(r) == s], f"{prefix}/model")
                 if arr is not None and arr.shape[1] == len(x):
-                    _band(ax, x, arr, colours[s], s)
+                    _band(ax, x, arr, colours[s], f"model {s}")
             _baselines(ax, x, recs, f"{prefix}/{{p}}")
             if prefix == "freq":
                 lo, hi = scalar(recs, "freq_train_min"), scalar(recs, "freq_train_max")
                 if lo and hi:
-                    ax.axvspan(min(lo), max(hi), color="#F0E442", alpha=0.25, linewidth=0)
-                    extra = [Patch(color="#F0E442", alpha=0.4, label="training frequencies")]
+                    ax.axvspan(
+                        min(lo),
+                        max(hi),
+                        color="#F0E442",
+                        alpha=0.25,
+                        linewidth=0,
+                        label="training frequencies",
+                    )
             if log_x:
                 ax.set_xscale("log")
                 ax.xaxis.set_minor_locator(NullLocator())
@@ -322,8 +326,8 @@ def _sweep_figure(
                 ax.set_ylabel("normalised sq. error")
         for j in range(len(by_mix), nrows * ncols):
             axes[j // ncols][j % ncols].set_visible(False)
-        _legend(fig, sizes, colours, extra)
-        fig.suptitle(f"functions: {title}")
+        _legend(fig, sizes)
+        titled(fig, f"functions: {title}", [r for rs in by_mix.values() for r in rs])
         return save(fig, path)
 
 

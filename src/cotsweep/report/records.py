@@ -82,6 +82,26 @@ class TrialRecord:
             float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else None
         )
 
+    @property
+    def last_logged_step(self) -> int | None:
+        """The last step metrics.jsonl holds, or None when it holds none."""
+        steps = [int(r["step"]) for r in self.metrics if isinstance(r.get("step"), (int, float))]
+        return max(steps, default=None)
+
+    @property
+    def truncated(self) -> bool:
+        """A finished trial whose metrics.jsonl stops before the step its result.json reports.
+
+        The trial always logs its last step, so a shorter log lost its tail (a
+        copy cut short, a torn or corrupt line, a full disk): its curve and any
+        figure read off the curve's end are not the trial's, though result.json is.
+        """
+        steps = (self.result or {}).get("steps") if self.done else None
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps <= 0:
+            return False  # no training (a simulation) or no step count: nothing to compare
+        last = self.last_logged_step
+        return last is None or last < steps
+
     def series(self, key: str) -> tuple[list[int], list[float]]:
         """(steps, values) of one metric in metrics.jsonl, in step order."""
         pts = sorted(

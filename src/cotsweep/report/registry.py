@@ -10,7 +10,8 @@ A study adds its part of the report as one module in this package::
         sec = Section("")                      # the title comes from the decorator
         path = ctx.figure_path("causal_accuracy_vs_length")
         ...                                     # draw with cotsweep.report.plots, save to path
-        sec.figure(path, "accuracy against chain length, one line per positional encoding")
+        sec.figure(path, "accuracy against chain length, one line per positional "
+                         f"encoding; {seeds_text(records)}")  # every caption: its seed count
         sec.table(["pos. encoding", "n=7", ...], rows)
         return sec
 

@@ -25,11 +25,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
 
+from cotsweep.report.aggregate import seeds_text
 from cotsweep.report.document import Section
-from cotsweep.report.plots import new_figure, paper_style, save
+from cotsweep.report.plots import (
+    band,
+    figure_legend,
+    new_figure,
+    paper_style,
+    readable_log_axis,
+    save,
+    titled,
+)
 from cotsweep.report.records import TrialRecord
 from cotsweep.report.registry import ReportContext, section
 
@@ -171,7 +178,8 @@ def skills_study(records: list[TrialRecord], ctx: ReportContext) -> Section:
         p = _figure(recs, K, level, ctx.figure_path(f"skills_competence_vs_scale_{gi}"), name)
         sec.figure(
             p,
-            f"Competence against model scale, one line per k (mean over seeds, min–max band){name}: left, "
+            f"Competence against model scale, one line per k ({seeds_text(recs)}; mean, min–max "
+            f"band where seeds differ){name}: left, "
             f"mean competence on k-tuples (dotted: the level {level:g}); middle, the fraction of k-tuples "
             f"with competence ≥ {level:g}; right, k* — the k at which competence falls to {level:g}.",
         )
@@ -252,10 +260,16 @@ def _figure(recs: list[TrialRecord], K: int, level: float, path: Path, name: str
             for k in range(1, K + 1):
                 ns, m, lo, hi = series(recs, f"{prefix}{k}")
                 if len(ns):
-                    ax.plot(ns, m, marker="o", markersize=3.5, color=colours[k])
-                    ax.fill_between(ns, lo, hi, color=colours[k], alpha=0.18, linewidth=0)
+                    ax.plot(ns, m, marker="o", markersize=3.5, color=colours[k], label=f"k = {k}")
+                    band(ax, ns, lo, hi, colours[k])
             if j == 0:
-                ax.axhline(level, color="0.35", linestyle=":", linewidth=1.1)
+                ax.axhline(
+                    level,
+                    color="0.35",
+                    linestyle=":",
+                    linewidth=1.1,
+                    label=f"competence level {level:g}",
+                )
             ax.set_xscale("log")
             ax.set_ylim(-0.03, 1.03)
             ax.set_xlabel("model scale N (parameters)")
@@ -263,17 +277,13 @@ def _figure(recs: list[TrialRecord], K: int, level: float, path: Path, name: str
         ax = axes[0][2]
         ns, m, lo, hi = series(recs, "k_star")
         if len(ns):
-            ax.plot(ns, m, marker="o", markersize=3.5, color="0.2")
-            ax.fill_between(ns, lo, hi, color="0.2", alpha=0.18, linewidth=0)
-            ax.set_yscale("log", base=2)
+            ax.plot(ns, m, marker="o", markersize=3.5, color="0.2", label="k*")
+            band(ax, ns, lo, hi, "0.2")
+            # k* doubles per factor of scale: powers of 2 as plain numbers (2, 4, 8), not 2³
+            readable_log_axis(ax, "y", base=2, min_ratio=2)
         ax.set_xscale("log")
         ax.set_xlabel("model scale N (parameters)")
         ax.set_ylabel(f"k* (competence {level:g})")
-        handles = [
-            Line2D([], [], color=colours[k], marker="o", markersize=3.5, label=f"k = {k}")
-            for k in colours
-        ]
-        handles.append(Patch(color="0.5", alpha=0.3, label="min–max over seeds"))
-        fig.legend(handles=handles, loc="outside right upper", frameon=False)
-        fig.suptitle(f"skills: competence on k-tuples against scale{name}")
+        figure_legend(fig, first=[f"k = {k}" for k in colours], loc="outside right center")
+        titled(fig, f"skills: competence on k-tuples against scale{name}", recs)
         return save(fig, path)
