@@ -162,7 +162,11 @@ def build_model(cfg: DictConfig, task: Task) -> GPT:
 def build_optimizer(
     model: torch.nn.Module, t: DictConfig, device: torch.device
 ) -> torch.optim.AdamW:
-    """AdamW as every trial uses it (fused kernels on CUDA)."""
+    """AdamW as every trial uses it (fused kernels on CUDA).
+
+    Not fused on CPU: torch's fused CPU kernel changes a trial's losses (by 2e-7 within
+    50 steps, benchmarks/adamw_cpu.py), and CPU trials must reproduce exactly; foreach is
+    bit-identical there but no faster on these small models."""
     return torch.optim.AdamW(
         model.parameters(),
         lr=t.lr,
