@@ -12,6 +12,8 @@ it exits.
 ``COTSWEEP_SPLIT_TREE`` names the checkout whose ``src/``, ``conf/`` and
 ``sweeps/`` are imported (so a commit before can be timed beside this one, in
 the same run). A function that a commit does not have is simply not timed.
+With ``COTSWEEP_SPLIT_TREE`` alone (no ``COTSWEEP_SPLIT_OUT``) nothing is
+timed: the checkout is only chosen (benchmarks/driver_scale.py).
 """
 
 from __future__ import annotations
@@ -213,7 +215,8 @@ class _Loader(importlib.abc.Loader):
 
     def exec_module(self, module):
         self.inner.exec_module(module)
-        _patch(module)
+        if OUT:
+            _patch(module)
 
 
 class _Finder(importlib.abc.MetaPathFinder):
@@ -248,7 +251,7 @@ class _Finder(importlib.abc.MetaPathFinder):
         return spec
 
 
-if OUT and TREE:
+if TREE:
     import importlib.util
 
     sys.meta_path.insert(0, _Finder(Path(TREE)))
