@@ -100,6 +100,7 @@ def main() -> None:
     p.add_argument("--trials", default="1000,10000")
     p.add_argument("--reps", type=int, default=1)
     p.add_argument("--cluster", action="store_true", help="the driver's cluster path")
+    p.add_argument("--tree", type=Path, default=TREE, help="the checkout to measure")
     p.add_argument("--baseline", type=Path, default=None)
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
@@ -107,7 +108,9 @@ def main() -> None:
     if a.child:
         print(json.dumps(child(int(a.child[0]), a.cluster, Path(a.child[1]))))
         return
-    trees = {"current": TREE} | ({"baseline": a.baseline.resolve()} if a.baseline else {})
+    trees = {"current": a.tree.resolve()} | (
+        {"baseline": a.baseline.resolve()} if a.baseline else {}
+    )
     names = ["baseline", "current"] if a.baseline else ["current"]
     sizes = [int(n) for n in a.trials.split(",")]
     runs: dict[str, dict[int, list[dict]]] = {n: {s: [] for s in sizes} for n in names}

@@ -207,7 +207,7 @@ def bare_compute(scenario: str, warmup: int = 3, steps: int = 20) -> dict[str, A
     sweep, *overrides = SCENARIOS[scenario]
     with tempfile.TemporaryDirectory(prefix="cotsweep-bare-") as tmp:
         trials = expand(sweep, overrides, Path(tmp))
-    total, per = 0.0, {}
+    total, total_cpu, per = 0.0, 0.0, {}
     for trial in trials:
         cfg, t = trial.cfg, trial.cfg.train
         if t.steps == 0:
@@ -221,18 +221,20 @@ def bare_compute(scenario: str, warmup: int = 3, steps: int = 20) -> dict[str, A
         )
         gen = torch.Generator().manual_seed(0)
         batch = task.train_batch(t.batch_size, gen, torch.device("cpu"), 1)
-        times = []
+        times, cpu = [], []
         for i in range(warmup + steps):
-            s = time.perf_counter()
+            s, c = time.perf_counter(), time.thread_time()
             loss = task.loss(model(batch.x), batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             if i >= warmup:
                 times.append(time.perf_counter() - s)
+                cpu.append(time.thread_time() - c)
         per[" ".join(trial.overrides)] = statistics.median(times) * t.steps
         total += per[" ".join(trial.overrides)]
-    return {"total": total, "per_trial": per}
+        total_cpu += statistics.median(cpu) * t.steps
+    return {"total": total, "cpu": total_cpu, "per_trial": per}
 
 
 # ---------------------------------------------------------------- the report
@@ -240,7 +242,14 @@ def med(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
-def show(scenario: str, runs: dict[str, list[dict]], bare: list[float], cores: int) -> dict:
+def total_cpu(r: dict) -> float:
+    """CPU seconds of the driver (report included) and of every process Ray and W&B started."""
+    return (r["driver_cpu"] or 0.0) + sum(r["children_cpu"].values())
+
+
+def show(
+    scenario: str, runs: dict[str, list[dict]], bare: list[float], bare_cpu: list[float], cores: int
+) -> dict:
     names = list(runs)
     print(f"\n=== {scenario}: medians of {len(runs[names[0]])} launches each", flush=True)
     bare_c = med(bare) / cores if bare else 0.0
@@ -272,16 +281,23 @@ def show(scenario: str, runs: dict[str, list[dict]], bare: list[float], cores: i
     row("driver CPU (s)", lambda r: r["driver_cpu"] or 0.0)
     for kind in ("ray workers", "ray daemons", "wandb-core"):
         row(f"CPU {kind} (s)", lambda r, kind=kind: r["children_cpu"].get(kind, 0.0))
-    out: dict[str, Any] = {"bare_cpu_s": bare, "cores": cores}
+    out: dict[str, Any] = {"bare_s": bare, "bare_cpu_s": bare_cpu, "cores": cores}
+    row("CPU, every process (s)", total_cpu)
+    if bare_cpu and med(bare_cpu) > 0:
+        # what a loaded machine leaves comparable: CPU seconds, not waits for a core
+        print(f"bare compute, CPU-s (one thread): {med(bare_cpu):.1f}")
+        for n in names:
+            ratio = med([total_cpu(r) for r in runs[n]]) / med(bare_cpu)
+            out.setdefault(n, {})["cpu_over_bare_cpu"] = ratio
+            print(f"  {n}: CPU of every process / bare CPU = {ratio:.2f}")
     if bare_c > 0:
-        print(f"bare compute / cores (s): {bare_c:.2f} (bare {med(bare):.1f} CPU-s, {cores} cores)")
+        print(f"bare compute / cores (s): {bare_c:.2f} (bare {med(bare):.1f} s, {cores} cores)")
         for n in names:
             e2e = med([r["e2e"] for r in runs[n]])
             no_start = med([r["e2e"] - r["driver"]["ray start"] for r in runs[n]])
-            out[n] = {
-                "e2e_over_bare": e2e / bare_c,
-                "e2e_minus_ray_start_over_bare": no_start / bare_c,
-            }
+            out.setdefault(n, {}).update(
+                e2e_over_bare=e2e / bare_c, e2e_minus_ray_start_over_bare=no_start / bare_c
+            )
             print(
                 f"  {n}: end to end / (bare / cores) = {e2e / bare_c:.2f}; "
                 f"(end to end - Ray start) / (bare / cores) = {no_start / bare_c:.2f}"
@@ -312,13 +328,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scenario", action="append", choices=list(SCENARIOS))
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--tree", type=Path, default=TREE, help="the checkout to measure")
     p.add_argument("--baseline", type=Path, default=None, help="another checkout to pair with")
     p.add_argument("--no-bare", action="store_true", help="skip the bare-compute timing")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--keep", type=Path, default=None, help="keep the sweep dirs here")
     a = p.parse_args()
     scenarios = a.scenario or ["smoke"]
-    trees = {"current": TREE} | ({"baseline": a.baseline.resolve()} if a.baseline else {})
+    trees = {"current": a.tree.resolve()} | (
+        {"baseline": a.baseline.resolve()} if a.baseline else {}
+    )
     names = ["baseline", "current"] if a.baseline else ["current"]
     cores = os.cpu_count() or 1
     print(
@@ -333,9 +352,12 @@ def main() -> None:
         for scenario in scenarios:
             runs: dict[str, list[dict]] = {n: [] for n in names}
             bare: list[float] = []
+            bare_cpu: list[float] = []
             for rep in range(a.reps):
                 if not a.no_bare:
-                    bare.append(bare_compute(scenario)["total"])
+                    b = bare_compute(scenario)
+                    bare.append(b["total"])
+                    bare_cpu.append(b["cpu"])
                 order = names if rep % 2 == 0 else names[::-1]
                 for n in order:
                     work = base / f"{scenario}-{n}-{rep}"
@@ -351,7 +373,7 @@ def main() -> None:
                     )
                     if a.keep is None:
                         shutil.rmtree(work, ignore_errors=True)
-            summary = show(scenario, runs, bare, cores)
+            summary = show(scenario, runs, bare, bare_cpu, cores)
             record[scenario] = {"runs": runs, "summary": summary}
     finally:
         if a.keep is not None:

@@ -210,6 +210,9 @@ class _Loader(importlib.abc.Loader):
     def __init__(self, inner):
         self.inner = inner
 
+    def __getattr__(self, name):  # resource readers (Hydra's pkg:// configs), is_package...
+        return getattr(self.inner, name)
+
     def create_module(self, spec):
         return self.inner.create_module(spec)
 
