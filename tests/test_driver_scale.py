@@ -108,3 +108,23 @@ def test_the_driver_keeps_no_parsed_config_of_a_finished_trial(
         ledger.close()
     assert out.counts["done"] == 5
     assert not [r.id for r in rows if "_view" in r.__dict__]
+
+
+def test_the_longest_trials_are_handed_to_ray_first(tmp_path: Path, ray_local: None) -> None:
+    """Largest first: a long trial started last would run alone at the end while slots idle."""
+    sw = sweep_file(tmp_path, "lpt", {"model.depth": "1,3,2", "seed": "0,1"}, steps=2)
+    submitted: list[int] = []
+    sweep_dir, _, ledger = prepare(str(sw), [], tmp_path / "sweep")
+    try:
+        rows = ledger.trials(("pending",))
+        assert sorted(r.axes["model.depth"] for r in rows) == [1, 1, 2, 2, 3, 3]
+        Driver(
+            ledger,
+            progress=False,
+            max_concurrent=1,
+            on_event=lambda status, out: submitted.append(out["result"]["depth"]),
+        ).run(rows)
+    finally:
+        ledger.release()
+        ledger.close()
+    assert submitted == [3, 3, 2, 2, 1, 1]

@@ -183,6 +183,7 @@ class Driver:
         self.stop_request.unlink(missing_ok=True)  # a request from before this driver is stale
         if not rows:  # nothing to do: no need to start Ray
             return Outcome(dir=self.ledger.dir, counts=self.ledger.counts())
+        rows = largest_first(rows)
         _offline_notice(rows, self.ledger.dir)
         self._failed = {r.id: r.failures for r in rows}
         grace = row_view(rows[0]).resources.get("stall_after_s")
@@ -451,6 +452,32 @@ def _kill_soon(beat: dict) -> None:
             os.kill(pid, signal.SIGKILL)
 
     threading.Timer(2.0, kill).start()
+
+
+def largest_first(rows: list[TrialRow]) -> list[TrialRow]:
+    """The trials in decreasing order of their training work; the grid's order among equals.
+
+    A sweep ends when its last trial does. Started last, a long trial runs alone
+    while the other slots idle; started first, the short ones fill in around it
+    (longest-processing-time-first scheduling).
+    """
+    return sorted(rows, key=_work, reverse=True)  # stable, reversed or not
+
+
+def _work(row: TrialRow) -> float:
+    """Training work of a trial, roughly: steps x batch x depth x width^2 x task length."""
+    d = files.load_yaml(row.config)  # not kept: a view per trial is made at its submission
+    m, t, task = d.get("model") or {}, d.get("train") or {}, d.get("task") or {}
+    try:
+        return (
+            float(t.get("steps") or 0)
+            * (t.get("batch_size") or 1)
+            * (m.get("depth") or 1)
+            * (m.get("width") or 1) ** 2
+            * max(1, task.get("length") or 1)
+        )
+    except TypeError:  # a task without these keys (a simulation): no training work
+        return 0.0
 
 
 def _offline_notice(rows: list[TrialRow], sweep_dir: Path) -> None:
