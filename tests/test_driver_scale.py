@@ -128,3 +128,21 @@ def test_the_longest_trials_are_handed_to_ray_first(tmp_path: Path, ray_local: N
         ledger.release()
         ledger.close()
     assert submitted == [3, 3, 2, 2, 1, 1]
+
+
+def test_heartbeats_skip_fsync_while_records_keep_it(tmp_path: Path, monkeypatch) -> None:
+    """The heartbeat, rewritten every few seconds and read only while its trial lives, is
+    renamed into place without fsyncs; a result or a config still gets both."""
+    import os
+
+    from cotsweep import files
+    from cotsweep.trial import write_heartbeat
+
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    write_heartbeat(tmp_path, 7, 0.0)
+    assert files.read_json(tmp_path / files.HEARTBEAT)["step"] == 7 and synced == []
+    assert [p.name for p in tmp_path.iterdir()] == [files.HEARTBEAT]  # no temporary left
+    files.write_json(tmp_path / files.RESULT, {"acc": 1.0})
+    assert len(synced) == 2  # the file, then its directory

@@ -517,7 +517,10 @@ def evaluate(tr: Training, task: Task, cfg: DictConfig) -> dict:
 
 
 def write_heartbeat(out: Path, step: int, attempt_started: float) -> None:
-    """The live attempt's step and time; the driver calls a trial whose heartbeat stops stalled."""
+    """The live attempt's step and time; the driver calls a trial whose heartbeat stops stalled.
+
+    Not fsynced: it only matters while the attempt lives, and it is rewritten every few
+    seconds (an fsync of the file and its directory each time is most of its cost)."""
     files.write_json(
         out / files.HEARTBEAT,
         {
@@ -527,6 +530,7 @@ def write_heartbeat(out: Path, step: int, attempt_started: float) -> None:
             "host": socket.gethostname(),
             "pid": os.getpid(),
         },
+        durable=False,
     )
 
 
