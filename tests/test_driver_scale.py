@@ -92,7 +92,12 @@ def test_a_cluster_window_covers_the_cluster_and_asks_the_autoscaler_for_the_res
     assert autoscaler_request() == []  # withdrawn at the end of the sweep
     embedded = Window({"CPU": 1.0}, on_cluster=False, remaining=500, fixed=None)
     assert embedded() == stream_mod.PER_SLOT * 2
-    assert Window({"CPU": 1.0}, on_cluster=True, remaining=5, fixed=3)() == 3
+    capped = Window({"CPU": 1.0}, on_cluster=True, remaining=500, fixed=3)
+    try:
+        assert capped() == 3
+        assert autoscaler_request() == [{"CPU": 1.0}] * 3  # no room asked for beyond the cap
+    finally:
+        capped.close()
 
 
 def test_the_driver_keeps_no_parsed_config_of_a_finished_trial(

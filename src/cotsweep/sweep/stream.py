@@ -47,7 +47,7 @@ class Window:
     a resource request of one trial-sized bundle per remaining trial (at most
     ``MAX_REQUESTED``), cleared by :meth:`close` — not through a queue of every
     trial, which cost the driver a scan of all of them at every round.
-    ``fixed`` (``--max-concurrent``) overrides the size.
+    ``fixed`` (``--max-concurrent``) sets the size, and caps the request.
     """
 
     def __init__(
@@ -59,20 +59,20 @@ class Window:
         self._size, self._checked, self._requested = 1, float("-inf"), None
 
     def __call__(self) -> int:
-        if self.fixed:
-            return self.fixed
         now = time.monotonic()
         if now - self._checked > REFRESH_S:
             self._checked = now
-            have = slots(cluster.cluster_resources(), self.shape)
-            self._size = PER_SLOT * max(1, have)
-            if self.on_cluster:
-                self._size = max(self._size, CLUSTER_MIN_WINDOW)
-                want = min(self.remaining, MAX_REQUESTED)
+            if not self.fixed:
+                have = slots(cluster.cluster_resources(), self.shape)
+                self._size = PER_SLOT * max(1, have)
+                if self.on_cluster:
+                    self._size = max(self._size, CLUSTER_MIN_WINDOW)
+            if self.on_cluster:  # room for what remains, or for what may run at once
+                want = min(self.remaining, self.fixed or MAX_REQUESTED, MAX_REQUESTED)
                 if want != self._requested:
                     cluster.request_trials(self.shape, want)
                     self._requested = want
-        return self._size
+        return self.fixed or self._size
 
     def close(self) -> None:
         if self._requested:
