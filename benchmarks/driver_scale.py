@@ -9,7 +9,9 @@ CPU per trial at 10,000 within 1.5x of that at 1,000.
 Each measurement is one fresh interpreter running the engine's own functions
 in-process: ``prepare`` (expansion, ledger) and then ``Driver.run`` on a sweep
 of zero-step trials (``engine_overhead.yaml``: tiny model, a 16-example
-evaluation, no W&B), on an embedded Ray of 2 CPUs. With ``--cluster`` the
+evaluation, no W&B), on an embedded Ray of 2 CPUs; ``--work noop`` replaces
+the trial by a remote function that returns at once, so that 10,000 trials
+take minutes on a loaded machine and what is timed is the driver alone. With ``--cluster`` the
 driver is told Ray's address, as ``cotsweep launch --address`` on a cluster
 is, so it takes its cluster path (the window and the autoscaler request; before
 them, every trial in flight). Figures per trial:
@@ -46,11 +48,20 @@ HOOK = HERE / "sweep_split_hook"  # its finder imports cotsweep from the tree as
 SWEEP = HERE / "engine_overhead.yaml"
 
 
-def child(trials: int, cluster: bool, sweep_dir: Path) -> dict:
+def noop_trial(cfg_yaml: str, stop_file: str, *args: object) -> dict:
+    """``--work noop``: a trial that does nothing and reports done (pickled by value)."""
+    return {"status": "done", "attempts": 1, "host": "bench", "result": {"steps": 0}}
+
+
+def child(trials: int, cluster: bool, sweep_dir: Path, noop: bool) -> dict:
     """One measurement, in this (fresh) process."""
     import cotsweep  # noqa: F401  (Ray's environment first)
     from cotsweep.sweep import cluster as ray_cluster
+    from cotsweep.sweep import engine
     from cotsweep.sweep.engine import Driver, prepare
+
+    if noop:  # the driver's own cost, without 25 ms of worker per trial to wait for
+        engine._execute_one = noop_trial
 
     address = None
     ray_cluster.connect(num_cpus=2)  # started here, so launch's own start is not timed
@@ -81,12 +92,12 @@ def child(trials: int, cluster: bool, sweep_dir: Path) -> dict:
     }
 
 
-def measure(tree: Path, trials: int, cluster: bool) -> dict:
+def measure(tree: Path, trials: int, cluster: bool, noop: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="cotsweep-scale-") as tmp:
         env = {**os.environ, "PYTHONPATH": str(HOOK), "COTSWEEP_SPLIT_TREE": str(tree)}
         env.pop("COTSWEEP_SPLIT_OUT", None)
         cmd = [sys.executable, __file__, "--child", str(trials), str(Path(tmp) / "sweep")]
-        cmd += ["--cluster"] if cluster else []
+        cmd += (["--cluster"] if cluster else []) + (["--work", "noop"] if noop else [])
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp)
         if done.returncode != 0:
             raise SystemExit(
@@ -103,10 +114,16 @@ def main() -> None:
     p.add_argument("--tree", type=Path, default=TREE, help="the checkout to measure")
     p.add_argument("--baseline", type=Path, default=None)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument(
+        "--work",
+        choices=("trial", "noop"),
+        default="trial",
+        help="noop: the remote function returns at once (the driver alone, at 10,000 in minutes)",
+    )
     p.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
-        print(json.dumps(child(int(a.child[0]), a.cluster, Path(a.child[1]))))
+        print(json.dumps(child(int(a.child[0]), a.cluster, Path(a.child[1]), a.work == "noop")))
         return
     trees = {"current": a.tree.resolve()} | (
         {"baseline": a.baseline.resolve()} if a.baseline else {}
@@ -120,7 +137,7 @@ def main() -> None:
     for rep in range(a.reps):
         for size in sizes:
             for n in names if rep % 2 == 0 else names[::-1]:
-                r = measure(trees[n], size, a.cluster)
+                r = measure(trees[n], size, a.cluster, a.work == "noop")
                 r["load"] = os.getloadavg()[0]
                 runs[n][size].append(r)
                 print(
@@ -145,7 +162,9 @@ def main() -> None:
                 f"{n:10s} run CPU per trial, {sizes[-1]} / {sizes[0]}: {per[sizes[-1]] / per[sizes[0]]:.2f}x"
             )
     if a.json:
-        a.json.write_text(json.dumps({"cluster": a.cluster, "runs": runs}, indent=1))
+        a.json.write_text(
+            json.dumps({"cluster": a.cluster, "work": a.work, "runs": runs}, indent=1)
+        )
 
 
 if __name__ == "__main__":
