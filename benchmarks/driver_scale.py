@@ -9,9 +9,11 @@ CPU per trial at 10,000 within 1.5x of that at 1,000.
 Each measurement is one fresh interpreter running the engine's own functions
 in-process: ``prepare`` (expansion, ledger) and then ``Driver.run`` on a sweep
 of zero-step trials (``engine_overhead.yaml``: tiny model, a 16-example
-evaluation, no W&B), on an embedded Ray of 2 CPUs; ``--work noop`` replaces
-the trial by a remote function that returns at once, so that 10,000 trials
-take minutes on a loaded machine and what is timed is the driver alone. With ``--cluster`` the
+evaluation, no W&B), on an embedded Ray of 2 CPUs; ``--work sleep:0.02``
+replaces the trial by a remote function that sleeps 20 ms, so that results
+trickle in as real trials' do (one or two per ``ray.wait`` round) while the
+workers take no CPU: 10,000 trials take minutes even on a loaded machine, and
+what is timed is the driver alone. With ``--cluster`` the
 driver is told Ray's address, as ``cotsweep launch --address`` on a cluster
 is, so it takes its cluster path (the window and the autoscaler request; before
 them, every trial in flight). Figures per trial:
@@ -48,20 +50,28 @@ HOOK = HERE / "sweep_split_hook"  # its finder imports cotsweep from the tree as
 SWEEP = HERE / "engine_overhead.yaml"
 
 
-def noop_trial(cfg_yaml: str, stop_file: str, *args: object) -> dict:
-    """``--work noop``: a trial that does nothing and reports done (pickled by value)."""
-    return {"status": "done", "attempts": 1, "host": "bench", "result": {"steps": 0}}
+def sleeping_trial(seconds: float):
+    """``--work sleep:S``: a trial that sleeps S seconds and reports done (pickled by value)."""
+
+    def trial(cfg_yaml: str, stop_file: str, *args: object) -> dict:
+        import time
+
+        time.sleep(seconds)
+        return {"status": "done", "attempts": 1, "host": "bench", "result": {"steps": 0}}
+
+    return trial
 
 
-def child(trials: int, cluster: bool, sweep_dir: Path, noop: bool) -> dict:
+def child(trials: int, cluster: bool, sweep_dir: Path, work: str) -> dict:
     """One measurement, in this (fresh) process."""
     import cotsweep  # noqa: F401  (Ray's environment first)
     from cotsweep.sweep import cluster as ray_cluster
     from cotsweep.sweep import engine
     from cotsweep.sweep.engine import Driver, prepare
 
-    if noop:  # the driver's own cost, without 25 ms of worker per trial to wait for
-        engine._execute_one = noop_trial
+    if work.startswith("sleep:"):  # the driver's own cost: results trickle in as real
+        # trials' do, but the workers take no CPU from a loaded machine
+        engine._execute_one = sleeping_trial(float(work.split(":")[1]))
 
     address = None
     ray_cluster.connect(num_cpus=2)  # started here, so launch's own start is not timed
@@ -92,12 +102,12 @@ def child(trials: int, cluster: bool, sweep_dir: Path, noop: bool) -> dict:
     }
 
 
-def measure(tree: Path, trials: int, cluster: bool, noop: bool) -> dict:
+def measure(tree: Path, trials: int, cluster: bool, work: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="cotsweep-scale-") as tmp:
         env = {**os.environ, "PYTHONPATH": str(HOOK), "COTSWEEP_SPLIT_TREE": str(tree)}
         env.pop("COTSWEEP_SPLIT_OUT", None)
         cmd = [sys.executable, __file__, "--child", str(trials), str(Path(tmp) / "sweep")]
-        cmd += (["--cluster"] if cluster else []) + (["--work", "noop"] if noop else [])
+        cmd += (["--cluster"] if cluster else []) + ["--work", work]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp)
         if done.returncode != 0:
             raise SystemExit(
@@ -116,14 +126,13 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=None)
     p.add_argument(
         "--work",
-        choices=("trial", "noop"),
         default="trial",
-        help="noop: the remote function returns at once (the driver alone, at 10,000 in minutes)",
+        help="trial, or sleep:S (each trial's task sleeps S seconds: the driver alone)",
     )
     p.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
-        print(json.dumps(child(int(a.child[0]), a.cluster, Path(a.child[1]), a.work == "noop")))
+        print(json.dumps(child(int(a.child[0]), a.cluster, Path(a.child[1]), a.work)))
         return
     trees = {"current": a.tree.resolve()} | (
         {"baseline": a.baseline.resolve()} if a.baseline else {}
@@ -137,7 +146,7 @@ def main() -> None:
     for rep in range(a.reps):
         for size in sizes:
             for n in names if rep % 2 == 0 else names[::-1]:
-                r = measure(trees[n], size, a.cluster, a.work == "noop")
+                r = measure(trees[n], size, a.cluster, a.work)
                 r["load"] = os.getloadavg()[0]
                 runs[n][size].append(r)
                 print(
