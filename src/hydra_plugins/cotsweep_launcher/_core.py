@@ -291,7 +291,7 @@ def _save_return(sweep_dir: Path, job: Job, value: Any) -> None:
 
 
 def _recorded_return(sweep_dir: Path, row: TrialRow, job: Job) -> Any:
-    objective = OmegaConf.select(job.task, "run.objective") if job.trial else None
+    objective = _select(job.task, "run.objective") if job.trial else None
     if objective:
         # what the app returns now: the figure this job's run.objective names, from the
         # trial's own result (an earlier run of the trial may have returned another figure)
