@@ -255,3 +255,41 @@ def test_app_under_hydras_basic_launcher_runs_the_trial_in_the_job_dir(tmp_path)
     assert hydra_app.cli(["-m", "task=modadd", *TRIAL, f"hydra.sweep.dir={sweep_dir}"]) == 0
     assert files.read_json(sweep_dir / "0" / files.RESULT)["steps"] == 4
     assert not (sweep_dir / "ledger.sqlite").exists()
+
+
+@pytest.mark.usefixtures("hydra_restore_singletons")
+def test_jobs_composed_once_per_group_choice_are_the_jobs_hydra_composes(
+    tmp_path, hydra_sweep_runner
+):
+    """The launcher composes once per set of group choices and applies value overrides; each
+    job's config, overrides and override_dirname are what Hydra's basic launcher composes."""
+    grid = ["task=modadd,s5", "seed=0,1", "train.lr=0.001,0.002", *TRIAL, "train.steps=0"]
+    placed = {"sweep", "run"}  # where the cotsweep launcher puts a trial: DIR/trials/<id>
+    jobs = {}
+    for launcher in ("basic", "cotsweep"):
+        with hydra_sweep_runner(
+            calling_file=None,
+            calling_module="cotsweep.hydra_app",
+            task_function=hydra_app.run,
+            config_path="pkg://cotsweep.conf",
+            config_name="config",
+            overrides=[f"hydra/launcher={launcher}", *grid],
+            temp_dir=tmp_path / launcher,
+        ) as sweep:
+            jobs[launcher] = [
+                (
+                    {k: v for k, v in OmegaConf.to_container(r.cfg).items() if k not in placed},
+                    list(r.hydra_cfg.hydra.overrides.task),
+                    r.hydra_cfg.hydra.job.override_dirname,
+                    {  # the launcher's own choice aside
+                        k: v
+                        for k, v in r.hydra_cfg.hydra.runtime.choices.items()
+                        if k != "hydra/launcher"
+                    },
+                )
+                for r in sweep.returns[0]
+            ]
+    assert len(jobs["basic"]) == 8
+    for ours, hydras in zip(jobs["cotsweep"], jobs["basic"], strict=True):
+        assert ours[1:] == hydras[1:]  # overrides, override_dirname, group choices
+        assert ours[0] == hydras[0]  # the config the task function received

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cotsweep.config import PosEncoding
-from cotsweep.model import GPT, GPTConfig
+from cotsweep.model import GPT, GPTConfig, KVCache
 
 # one torch thread: the shared test machines thrash with more, and timings stay comparable
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -64,6 +64,45 @@ def test_a_prefix_gives_the_same_logits_as_the_full_sequence(pos: str) -> None:
         full = model(x)
         for t in (1, 4, 12):
             torch.testing.assert_close(model(x[:, :t]), full[:, :t], rtol=0, atol=1e-5)
+
+
+def uncached_greedy(model: GPT, prefix: torch.Tensor, steps: int) -> torch.Tensor:
+    """Greedy decoding as evaluation did it before the KV cache: the whole prefix at every token."""
+    x = prefix
+    with torch.no_grad():
+        for _ in range(steps):
+            x = torch.cat([x, model(x)[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return x[:, prefix.shape[1] :]
+
+
+@pytest.mark.parametrize("pos", ENCODINGS)
+def test_cached_positions_give_the_logits_of_the_full_sequence(pos: str) -> None:
+    """Reading a sequence in pieces against the KV cache (one token, or several) is reading it whole."""
+    model = make(pos, vocab_size=11)
+    x = torch.randint(0, 11, (3, 12), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        full = model(x)
+        cache = KVCache(len(model.blocks))
+        pieces = [model(x[:, a:b], cache) for a, b in ((0, 5), (5, 6), (6, 9), (9, 10), (10, 12))]
+    assert cache.length == 12
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("pos", ENCODINGS)
+def test_cached_greedy_decoding_is_uncached_decoding_token_for_token(pos: str) -> None:
+    model = make(pos, vocab_size=11, seq_len=16)
+    with torch.no_grad():  # larger weights than the init: decisive, varied argmaxes
+        for p in model.parameters():
+            p.mul_(20.0)
+    prefix = torch.randint(0, 11, (64, 6), generator=torch.Generator().manual_seed(4))
+    cached = model.greedy(prefix, 10)
+    assert torch.equal(cached, uncached_greedy(model, prefix, 10))
+    assert len(cached.unique()) > 3  # not one token repeated: the comparison means something
+
+
+def test_a_decoded_chain_longer_than_the_context_is_refused() -> None:
+    with pytest.raises(ValueError, match="longer than the model's context"):
+        make("learned", vocab_size=11, seq_len=8).greedy(torch.zeros(2, 6, dtype=torch.long), 4)
 
 
 @pytest.mark.parametrize("pos", ENCODINGS)

@@ -418,3 +418,39 @@ def test_generation_happens_on_the_requested_device_cuda(task: str) -> None:
             t.train_batch(512, gen, cuda, step=2)
         finally:
             torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.parametrize("task", ("modadd", "cvp"))
+def test_cot_evaluation_with_the_kv_cache_decodes_what_the_whole_prefix_decodes(
+    task: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cached decoding of evaluation gives, on a partly trained model, the same chains token
+    for token, and so the same accuracies, as recomputing the whole prefix for every token."""
+    from test_model import uncached_greedy
+
+    from cotsweep.model import GPT
+    from cotsweep.trial import DistContext, build_training, train_step, validate
+
+    cfg = tiny_cfg([f"task={task}", "setting=cot", "task.length=4", "train.batch_size=32"])
+    t = validate(cfg)
+    tr = build_training(cfg, t, DistContext())
+    for step in range(1, 61):  # enough to leave chance: decisive, varied predictions
+        train_step(tr, t, cfg.train, step, slice(None))
+    tr.model.eval()
+    decoded: dict[str, torch.Tensor] = {}
+    greedy = GPT.greedy
+
+    def recording(name: str, fn: Callable) -> Callable:
+        def run(model: GPT, prefix: torch.Tensor, steps: int) -> torch.Tensor:
+            decoded[name] = fn(model, prefix, steps)
+            return decoded[name]
+
+        return run
+
+    results = {}
+    for name, fn in (("cached", greedy), ("uncached", uncached_greedy)):
+        monkeypatch.setattr(GPT, "greedy", recording(name, fn))
+        results[name] = t.evaluate(tr.model, 256, torch.Generator().manual_seed(5), tr.device)
+    assert torch.equal(decoded["cached"], decoded["uncached"])
+    assert results["cached"] == results["uncached"]
+    assert len(decoded["cached"].unique()) > 1

@@ -25,5 +25,11 @@ def result_config(cfg: DictConfig) -> dict:
 
 
 def trial_id(cfg: DictConfig) -> str:
-    blob = json.dumps(result_config(cfg), sort_keys=True, separators=(",", ":"), default=str)
+    return trial_id_of(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+
+
+def trial_id_of(data: dict) -> str:
+    """The id of a trial config given as plain resolved data (enums as their names)."""
+    kept = {k: v for k, v in data.items() if k not in NON_RESULT_KEYS}
+    blob = json.dumps(kept, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:ID_LENGTH]

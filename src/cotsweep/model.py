@@ -10,6 +10,10 @@ embedding unless ``tie_readout`` is off, with a bias when ``readout_bias``.
 Positional encodings: ``learned`` (a table), ``sinusoidal`` (fixed, added at
 the input), ``rope`` (rotary, applied to queries and keys in every layer) and
 ``none`` (NoPE: the causal mask alone carries order).
+
+Greedy decoding (chain-of-thought evaluation) keeps each layer's keys and
+values in a :class:`KVCache`, so each new token costs one position's forward
+pass instead of the whole prefix again: O(T) per token, not O(T^2).
 """
 
 from __future__ import annotations
@@ -67,6 +71,25 @@ def sinusoids(T: int, width: int) -> torch.Tensor:
     return pe
 
 
+class KVCache:
+    """Every layer's keys and values of the positions read so far, for greedy decoding."""
+
+    def __init__(self, depth: int):
+        self.keys: list[torch.Tensor | None] = [None] * depth
+        self.values: list[torch.Tensor | None] = [None] * depth
+        self.length = 0  # positions cached: the next position's index
+
+    def extend(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append this step's (B, h, T, hd) keys and values; returns all of them."""
+        if self.keys[layer] is not None:
+            k = torch.cat([self.keys[layer], k], dim=2)
+            v = torch.cat([self.values[layer], v], dim=2)
+        self.keys[layer], self.values[layer] = k, v
+        return k, v
+
+
 class Attention(nn.Module):
     def __init__(self, c: GPTConfig):
         super().__init__()
@@ -76,7 +99,11 @@ class Attention(nn.Module):
         self.drop = nn.Dropout(c.dropout)
 
     def forward(
-        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        cache: KVCache | None = None,
+        layer: int = 0,
     ) -> torch.Tensor:
         B, T, d = x.shape
         q, k, v = (
@@ -85,8 +112,17 @@ class Attention(nn.Module):
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         p = self.c.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)  # (B, h, T, hd)
-        return self.drop(self.proj(y.transpose(1, 2).reshape(B, T, d)))
+        past = cache.length if cache is not None else 0
+        if cache is not None:
+            k, v = cache.extend(layer, k, v)
+        if past == 0:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
+        elif T == 1:  # one new position attends to every cached one: no mask
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+        else:  # new position i sees keys 0 .. past + i
+            seen = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=seen, dropout_p=p)
+        return self.drop(self.proj(y.transpose(1, 2).reshape(B, T, d)))  # y: (B, h, T, hd)
 
 
 class Block(nn.Module):
@@ -101,8 +137,8 @@ class Block(nn.Module):
             nn.Dropout(c.dropout),
         )
 
-    def forward(self, x, rope):
-        x = x + self.attn(self.ln1(x), rope)
+    def forward(self, x, rope, cache: KVCache | None = None, layer: int = 0):
+        x = x + self.attn(self.ln1(x), rope, cache, layer)
         return x + self.mlp(self.ln2(x))
 
 
@@ -149,23 +185,43 @@ class GPT(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, T) token ids or (B, T, in_dim) floats -> (B, T, out_dim)."""
-        T = x.shape[1]
-        if T > self.c.seq_len:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """x: (B, T) token ids or (B, T, in_dim) floats -> (B, T, out_dim).
+
+        With ``cache``, ``x`` holds the positions after those already in the
+        cache, and their keys and values are added to it.
+        """
+        start = cache.length if cache is not None else 0
+        end = start + x.shape[1]
+        if end > self.c.seq_len:
             raise ValueError(
-                f"sequence of {T} tokens is longer than the model's context ({self.c.seq_len})"
+                f"sequence of {end} tokens is longer than the model's context ({self.c.seq_len})"
             )
         h = self.read_in(x)  # (B, T, d)
         if self.pos is not None:
-            h = h + self.pos.weight[:T]
+            h = h + self.pos.weight[start:end]
         elif self.sin_pe is not None:
-            h = h + self.sin_pe[:T]
-        rope = (self.rope_cos[:T], self.rope_sin[:T]) if self.use_rope else None
+            h = h + self.sin_pe[start:end]
+        rope = (self.rope_cos[start:end], self.rope_sin[start:end]) if self.use_rope else None
         h = self.drop(h)
-        for block in self.blocks:
-            h = block(h, rope)
+        for i, block in enumerate(self.blocks):
+            h = block(h, rope, cache, i)
+        if cache is not None:
+            cache.length = end
         return self.read_out(self.ln_f(h))  # (B, T, out_dim)
+
+    @torch.no_grad()
+    def greedy(self, prefix: torch.Tensor, steps: int) -> torch.Tensor:
+        """The ``steps`` tokens that follow ``prefix`` (B, T), each the argmax of the last one's
+        output; the prefix is read once and every new token alone, against cached keys and values.
+        """
+        cache = KVCache(len(self.blocks))
+        nxt = self(prefix, cache)[:, -1].argmax(-1, keepdim=True)
+        out = [nxt]
+        for _ in range(steps - 1):
+            nxt = self(nxt, cache)[:, -1].argmax(-1, keepdim=True)
+            out.append(nxt)
+        return torch.cat(out, dim=1)  # (B, steps)
 
     def flops_per_token(self, T: int) -> int:
         """Training FLOPs per token: 6N plus attention (the PaLM appendix estimate)."""

@@ -57,9 +57,10 @@ class SecretInConfig(ConfigError):
     """The config reads or holds a secret; its message names the key, never the secret."""
 
 
-def refuse_secrets(cfg: DictConfig) -> None:
-    """Raise SecretInConfig if ``cfg`` reads or holds a secret (see the module's doc)."""
-    found = find_secret(cfg)
+def refuse_secrets(cfg: DictConfig, leave_out: tuple[str, ...] = ()) -> None:
+    """Raise SecretInConfig if ``cfg`` reads or holds a secret (see the module's doc);
+    ``leave_out``: top-level keys not looked at (a Hydra job's ``hydra`` node)."""
+    found = find_secret(cfg, leave_out)
     if found is not None:
         raise SecretInConfig(found.key, found.shown, found.why)
 
@@ -75,7 +76,7 @@ def is_secret_name(name: str) -> bool:
     return bool(_SECRET_NAME.search(name))
 
 
-def find_secret(cfg: DictConfig) -> SecretFinding | None:
+def find_secret(cfg: DictConfig, leave_out: tuple[str, ...] = ()) -> SecretFinding | None:
     """The first key of ``cfg`` that reads or holds a secret, or None.
 
     One walk over the config as written; only interpolations are resolved, one
@@ -84,7 +85,10 @@ def find_secret(cfg: DictConfig) -> SecretFinding | None:
     """
     never = "secrets are never written into a sweep's files (ledger, config.yaml, W&B)"
     known = _known_secrets()
-    for key, written in _leaves(OmegaConf.to_container(cfg, resolve=False)):
+    written_cfg = OmegaConf.to_container(cfg, resolve=False)
+    for k in leave_out:
+        written_cfg.pop(k, None)
+    for key, written in _leaves(written_cfg):
         interpolated = "${" in written
         for name in _OC_ENV.findall(written) if interpolated else ():
             if is_secret_name(name):

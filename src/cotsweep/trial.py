@@ -162,7 +162,11 @@ def build_model(cfg: DictConfig, task: Task) -> GPT:
 def build_optimizer(
     model: torch.nn.Module, t: DictConfig, device: torch.device
 ) -> torch.optim.AdamW:
-    """AdamW as every trial uses it (fused kernels on CUDA)."""
+    """AdamW as every trial uses it (fused kernels on CUDA).
+
+    Not fused on CPU: torch's fused CPU kernel changes a trial's losses (by 2e-7 within
+    50 steps, benchmarks/adamw_cpu.py), and CPU trials must reproduce exactly; foreach is
+    bit-identical there but no faster on these small models."""
     return torch.optim.AdamW(
         model.parameters(),
         lr=t.lr,
@@ -513,7 +517,10 @@ def evaluate(tr: Training, task: Task, cfg: DictConfig) -> dict:
 
 
 def write_heartbeat(out: Path, step: int, attempt_started: float) -> None:
-    """The live attempt's step and time; the driver calls a trial whose heartbeat stops stalled."""
+    """The live attempt's step and time; the driver calls a trial whose heartbeat stops stalled.
+
+    Not fsynced: it only matters while the attempt lives, and it is rewritten every few
+    seconds (an fsync of the file and its directory each time is most of its cost)."""
     files.write_json(
         out / files.HEARTBEAT,
         {
@@ -523,6 +530,7 @@ def write_heartbeat(out: Path, step: int, attempt_started: float) -> None:
             "host": socket.gethostname(),
             "pid": os.getpid(),
         },
+        durable=False,
     )
 
 

@@ -272,6 +272,19 @@ def cluster_resources() -> dict[str, float]:
     return dict(ray.cluster_resources())
 
 
+def request_trials(shape: dict[str, float], count: int) -> None:
+    """Ask the autoscaler for room for ``count`` trials of ``shape`` at once (0: withdraw the
+    request). A hint only: a cluster without an autoscaler ignores it."""
+    from ray.autoscaler.sdk import request_resources
+
+    try:
+        request_resources(bundles=[dict(shape)] * count if shape else [])
+    except Exception as e:  # a hint that cannot be given must not stop a sweep
+        import logging
+
+        logging.getLogger(__name__).warning("autoscaler request not made: %s", e)
+
+
 def node_ip() -> str:
     import ray
 

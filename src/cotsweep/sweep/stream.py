@@ -5,19 +5,79 @@ other one already finished, record each batch of outcomes in the ledger in one
 transaction, requeue what the caller says to retry, and beat the running
 trials' heartbeats now and then. What an item is, how it is submitted and what
 its outcome means stay with the caller (``submit`` and ``finish``).
+
+Every round costs the driver in proportion to what is in flight, never to the
+whole sweep: the queue is a deque, ``ray.wait`` and the heartbeat pass see only
+the window of ``limit`` items (which the caller may size from the cluster as it
+grows, ``limit`` being a callable), so 100,000 trials cost per trial what 1,000 do.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from cotsweep.ledger import Ledger
+from cotsweep.sweep import cluster
 
 HEARTBEAT_EVERY_S = 5.0
 T = TypeVar("T")
+
+PER_SLOT = 2  # trials in flight per slot: one running, one queued behind it in Ray
+CLUSTER_MIN_WINDOW = 16  # on a cluster with no room yet, still some demand in Ray's queue
+MAX_REQUESTED = 4096  # trial-sized bundles asked of the autoscaler at most
+REFRESH_S = 10.0  # how often a cluster's size and the autoscaler request are looked at again
+
+
+def slots(resources: dict[str, float], shape: dict[str, float]) -> int:
+    """How many trials of ``shape`` ({"CPU": .., "GPU": ..}) the cluster's resources hold."""
+    fits = [resources.get(k, 0.0) / need for k, need in shape.items() if need > 0]
+    return int(min(fits)) if fits else int(resources.get("CPU", 1))
+
+
+class Window:
+    """How many trials are handed to Ray at once: a few per slot the cluster has now.
+
+    Embedded, ``PER_SLOT`` per slot keeps every core busy without flooding Ray.
+    On a cluster the window follows the cluster as it grows (looked at every
+    ``REFRESH_S``), and the autoscaler sees the whole remaining demand through
+    a resource request of one trial-sized bundle per remaining trial (at most
+    ``MAX_REQUESTED``), cleared by :meth:`close` — not through a queue of every
+    trial, which cost the driver a scan of all of them at every round.
+    ``fixed`` (``--max-concurrent``) sets the size, and caps the request.
+    """
+
+    def __init__(
+        self, shape: dict[str, float], *, on_cluster: bool, remaining: int, fixed: int | None
+    ):
+        self.shape = {k: v for k, v in shape.items() if v > 0}
+        self.on_cluster, self.fixed = on_cluster, fixed
+        self.remaining = remaining  # the caller counts it down as trials finish for good
+        self._size, self._checked, self._requested = 1, float("-inf"), None
+
+    def __call__(self) -> int:
+        now = time.monotonic()
+        if now - self._checked > REFRESH_S:
+            self._checked = now
+            if not self.fixed:
+                have = slots(cluster.cluster_resources(), self.shape)
+                self._size = PER_SLOT * max(1, have)
+                if self.on_cluster:
+                    self._size = max(self._size, CLUSTER_MIN_WINDOW)
+            if self.on_cluster:  # room for what remains, or for what may run at once
+                want = min(self.remaining, self.fixed or MAX_REQUESTED, MAX_REQUESTED)
+                if want != self._requested:
+                    cluster.request_trials(self.shape, want)
+                    self._requested = want
+        return self.fixed or self._size
+
+    def close(self) -> None:
+        if self._requested:
+            cluster.request_trials(self.shape, 0)
+            self._requested = None
 
 
 @dataclass
@@ -38,7 +98,7 @@ class RayStream(Generic[T]):
         key: Callable[[T], Hashable],
         submit: Callable[[T], Any],
         finish: Callable[[T, Any, int, float], Finished],
-        limit: int,
+        limit: int | Callable[[], int],
         heartbeat: Callable[[list[T]], None] | None = None,
         stopping: Callable[[], int] = lambda: 0,
         on_round: Callable[[int], None] | None = None,
@@ -53,14 +113,14 @@ class RayStream(Generic[T]):
         self.inflight: dict[Any, T] = {}  # ref -> item; what is left here when run() stops early
         self.cancelled: dict[Hashable, str] = {}  # key -> why, for items cancelled one by one
 
-    def run(self, queue: list[T]) -> None:
+    def run(self, items: Iterable[T]) -> None:
         """Until every item is finished (retries included), or ``stopping()`` says so.
 
         ``stopping() == 1``: submit nothing more, wait for what runs; ``>= 2``: return at once.
         """
         import ray
 
-        queue = list(queue)
+        queue = deque(items)
         tries: dict[Hashable, int] = {}
         started: dict[Hashable, float] = {}
         last_beat = time.monotonic()
@@ -68,8 +128,9 @@ class RayStream(Generic[T]):
             if self.stopping() >= 2:
                 return
             submitted = []
-            while queue and len(self.inflight) < self.limit and not self.stopping():
-                item = queue.pop(0)
+            limit = self.limit() if callable(self.limit) else self.limit
+            while queue and len(self.inflight) < limit and not self.stopping():
+                item = queue.popleft()
                 k = self.key(item)
                 tries[k] = tries.get(k, 0) + 1
                 started[k] = time.time()
@@ -91,6 +152,8 @@ class RayStream(Generic[T]):
                 item = self.inflight.pop(ref)
                 k = self.key(item)
                 done = self.finish(item, ref, tries[k], started[k])
+                if not done.retry:  # nothing of a finished item stays behind
+                    del tries[k], started[k]
                 changes.append((k, done.columns))
                 events += [(k, name, detail) for name, detail in done.notes]
                 events.append((k, done.event, done.columns.get("error")))

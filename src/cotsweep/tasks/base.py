@@ -187,11 +187,8 @@ class SerialTask(Task):
         eq = torch.full((n, 1), self.eq, dtype=torch.long, device=device)
         x = torch.cat([p.inputs, eq], dim=1)
         if self.setting == Setting.cot:
-            steps = p.chain.shape[1] + 1  # the chain, then the answer
-            for _ in range(steps):
-                nxt = model(x)[:, -1].argmax(-1, keepdim=True)
-                x = torch.cat([x, nxt], dim=1)
-            gen_out = x[:, L + 1 :]  # (n, steps)
+            # the chain, then the answer, decoded greedily with a KV cache (GPT.greedy)
+            gen_out = model.greedy(x, p.chain.shape[1] + 1)  # (n, steps)
             answer_pred, chain_pred = gen_out[:, -1], gen_out[:, :-1]
         else:
             pred = model(x).argmax(-1)  # (n, L+1)
