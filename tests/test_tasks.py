@@ -65,17 +65,29 @@ def reference_s5(row: dict) -> tuple[list, Any, list[str]]:
     return chain, chain[-1], ["".join(map(str, sigma)) for sigma in perms]
 
 
-def reference_isq(row: dict, prime_bound: int = 50) -> tuple[list, Any, list[str]]:
-    """r_1 = r^2 mod p, r_i = r_{i-1}^2 mod p, with p prime and below the bound."""
+def reference_isq(row: dict, length: int, prime_bound: int = 128) -> tuple[list, Any, list[str]]:
+    """r_1 = r^2 mod p, r_i = r_{i-1}^2 mod p, with p prime and below the bound, n <= length.
+
+    The slots the model reads are not in the row: they are checked against the tokens.
+    n of them hold "^2", the others "^1"; the chain the model is taught holds the value
+    after each slot (squared at "^2", kept at "^1").
+    """
     p, r, n = row["p"], row["r"], row["n"]
     assert is_prime(p) and p < prime_bound, p
-    assert 0 <= r < p
-    chain, v = [], r
+    assert 0 <= r < p and 1 <= n <= length
+    squares, v = [], r
     for _ in range(n):
         v = v * v % p
+        squares.append(v)
+    assert squares[-1] == pow(r, 2**n, p)
+    assert row["chain"] == squares
+    slots = row["tokens"][2 : 2 + length]
+    assert sorted(slots) == ["^1"] * (length - n) + ["^2"] * n, slots
+    chain, v, it = [], r, iter(squares)
+    for slot in slots:
+        v = next(it) if slot == "^2" else v
         chain.append(v)
-    assert chain[-1] == pow(r, 2**n, p)
-    return chain, chain[-1], [str(p), str(r)] + ["^2"] * n
+    return chain, squares[-1], [str(p), str(r), *slots]
 
 
 def evaluate_circuit(gates: list[dict], forced: dict[int, int] | None = None) -> list[int]:
@@ -139,9 +151,12 @@ def check_row(task: str, setting: str, row: dict, n: int, **task_keys: Any) -> N
         "isq": reference_isq,
         "cvp": reference_cvp,
     }[task]
-    chain, answer, input_tokens = reference(row, **task_keys)
+    if task == "isq":  # its row lists the n squares; the layout has one value per slot
+        chain, answer, input_tokens = reference_isq(row, n, **task_keys)
+    else:
+        chain, answer, input_tokens = reference(row, **task_keys)
+        assert row["chain"] == chain
     assert len(chain) == n
-    assert row["chain"] == chain
     assert row["answer"] == answer
 
     chain_tokens = [as_token(task, v) for v in chain]
@@ -240,7 +255,11 @@ def test_inputs_are_uniform_over_their_alphabet() -> None:
     seen = {tuple(p) for row in s5 for p in row["perms"]}
     assert len(seen) == 120
     isq = build("isq", "base", 3).sample(3000, torch.Generator().manual_seed(0))
-    assert {row["p"] for row in isq} == {k for k in range(50) if is_prime(k)}
+    assert {row["p"] for row in isq} == {k for k in range(128) if is_prime(k)}
+    # n per example, uniform in 1..length, and the squarings at every place
+    assert all(sum(row["n"] == n for row in isq) > 900 for n in (1, 2, 3))
+    firsts = {tuple(row["tokens"][2:5]) for row in isq if row["n"] == 1}
+    assert firsts == {("^2", "^1", "^1"), ("^1", "^2", "^1"), ("^1", "^1", "^2")}
 
 
 def test_model_spec_fits_the_layout() -> None:
@@ -288,6 +307,99 @@ def test_cvp_circuits_are_balanced_and_depend_on_early_gates(length: int) -> Non
     # the answer must depend on gates far back, not only on the last few
     assert f["flip_early"] >= 0.25, f
     assert f["flip_gate1"] >= 0.15, f
+
+
+# ---------------------------------------------------------------- no answer is a small lookup
+def lookup_accuracy(
+    train: SerialProblems, test: SerialProblems, positions: tuple[int, ...], vocab: int
+) -> float:
+    """Held-out accuracy of the best table from the tokens at ``positions`` to the answer.
+
+    The table holds the most frequent answer per key over the ``train`` problems (an unseen
+    key gets the most frequent answer overall); it is scored on the ``test`` problems.
+    """
+
+    def key(inputs: torch.Tensor) -> torch.Tensor:
+        k = torch.zeros(inputs.shape[0], dtype=torch.long)
+        for i in positions:
+            k = k * vocab + inputs[:, i]
+        return k
+
+    n = len(train.answer)
+    keys, index = torch.unique(
+        torch.cat([key(train.inputs), key(test.inputs)]), return_inverse=True
+    )
+    table = torch.zeros(len(keys), vocab, dtype=torch.long)
+    table.index_put_((index[:n], train.answer), torch.ones(n, dtype=torch.long), accumulate=True)
+    overall = torch.bincount(train.answer, minlength=vocab).argmax()
+    guess = torch.where(table.sum(1) > 0, table.argmax(1), overall)
+    return (guess[index[n:]] == test.answer).float().mean().item()
+
+
+@pytest.mark.parametrize("task", TASK_NAMES)
+def test_no_answer_is_a_lookup_of_two_input_tokens(task: str) -> None:
+    """At n = 8, the best table from any two input tokens to the answer gets less than half
+    way from chance to solved, and 2000 sampled inputs are mostly distinct.
+
+    isq with one n per trial failed both (the answer was a table of p and r: 1.00 from two
+    tokens). cvp at n <= 4 fails the second: its circuits number a few hundred (STUDIES.md §1).
+    """
+    rows = sample_cli(task, "base", 8, 2000, 0)
+    distinct = len({tuple(r["tokens"]) for r in rows})
+    assert distinct >= 1500, f"{task}: {distinct} distinct inputs of 2000"
+    t = build(task, "base", 8)
+    cpu = torch.device("cpu")
+    train = t.problems(8000, torch.Generator().manual_seed(0), cpu)
+    test = t.problems(2000, torch.Generator().manual_seed(1), cpu)
+    L = t.input_len()
+    best = max(
+        (lookup_accuracy(train, test, (i, j), len(t.itos)), (i, j))
+        for i in range(L)
+        for j in range(i + 1, L)
+    )
+    above = (best[0] - t.chance()) / (1 - t.chance())
+    print(f"{task}: best two-token table {best}, {above:.2f} of the way from chance")
+    assert above < 0.5, f"{task}: tokens {best[1]} answer {best[0]:.2f} (chance {t.chance():.2f})"
+
+
+def above_chance(result: dict) -> float:
+    return (result["acc"] - result["chance"]) / (1 - result["chance"])
+
+
+@pytest.mark.slow
+def test_isq_answer_only_stays_far_below_cot_at_the_same_budget(tmp_path) -> None:
+    """The issue's measurement as a test: one layer, width 128, batch 128, n = 8.
+
+    CoT trains until it holds 0.95; answer-only training then gets the same number of
+    steps. CoT solves it; answer-only stays under half way from chance (about 2 minutes
+    of one core).
+    """
+    from cotsweep.trial import run_trial
+
+    common = [
+        "task=isq",
+        "task.length=8",
+        "model=small",
+        "model.depth=1",
+        "train.batch_size=128",
+        "train.eval_every=250",
+        "train.eval_size=1024",
+        "run.log_every=250",
+        "run.checkpoint_every=100000",
+    ]
+    cot = run_trial(
+        tiny_cfg([*common, "setting=cot", "train.steps=2000", "train.early_stop_acc=0.95"]),
+        tmp_path / "cot",
+    )
+    base = run_trial(
+        tiny_cfg([*common, "setting=base", f"train.steps={cot['steps']}"]), tmp_path / "base"
+    )
+    print(
+        f"cot {cot['acc']:.3f} at step {cot['steps']}; base {base['acc']:.3f}, chance {base['chance']:.3f}"
+    )
+    assert cot["acc"] >= 0.95 and base["steps"] == cot["steps"]
+    assert above_chance(base) < 0.5
+    assert above_chance(cot) - above_chance(base) >= 0.5
 
 
 # ---------------------------------------------------------------- generators
