@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cotsweep import files
 from cotsweep.config import PosEncoding, Setting
+from cotsweep.determinism import prepare_torch
 from cotsweep.errors import ConfigError
 from cotsweep.ids import trial_id
 from cotsweep.model import GPT, GPTConfig
@@ -543,6 +544,7 @@ def _train(
     checkpoint, beat the heartbeat. Host reads happen only at log, eval and checkpoint steps."""
     t, run = cfg.train, cfg.run
     attempt_started, time_limit = time.time(), OmegaConf.select(cfg, "resources.time_limit_s")
+    runtime = prepare_torch(cfg)  # threads and numerics: the same however the trial was launched
     tr = build_training(cfg, task, dctx)
     unreadable: list[str] = []
     note = _journal_note(out, dctx)
@@ -639,7 +641,7 @@ def _train(
         if metrics is not None:
             metrics.close()
     wall = time.perf_counter() - wall_start
-    result = _with_axes(cfg, tid, _result(task, tr, state, wall, dctx.world, stop_reason))
+    result = _with_axes(cfg, tid, _result(task, tr, state, wall, dctx.world, stop_reason) | runtime)
     if dctx.is_main:
         files.write_json(out / files.RESULT, result)
         if tracker is not None:
