@@ -37,7 +37,7 @@ DEPTHS = (1, 4, 16)
 LENGTHS = (4, 16)
 SEEDS = (0, 1, 2)
 CHANCE = {"modadd": 1 / 7, "s5": 1 / 120, "cvp": 0.5}
-STEPS = 1000
+STEPS = 3000  # the findings' budget: the synthetic trials are evidence
 
 # grid points whose every seed failed, or never started (pending in the ledger, no directory)
 FAILED_CELL = ("s5", "base", 16, 16)
@@ -347,19 +347,22 @@ def test_findings_are_checked_against_the_sweep(tmp_path):
     _, verdicts = check_findings(FINDINGS, load_trials(root))
     status = {v.finding.id: v.status for v in verdicts}
     assert status["s5-cot-1layer"] == REPRODUCED
-    assert status["s5-base-fails"] == REPRODUCED  # 0.19..0.21 at every depth that ran, n = 16
+    assert status["s5-base-about-20"] == REPRODUCED  # 0.19..0.21 at every depth that ran, n = 16
+    assert status["s5-cot-beats-base"] == REPRODUCED  # cot 1.00 against base 0.20 at each point
     assert status["cvp-base-4-layers"] == REPRODUCED  # 0.51..0.53 against "about 0.5"
     assert status["cvp-base-16-layers"] == REPRODUCED
+    assert status["cvp-base-improves-with-depth"] == REPRODUCED  # 0.97 at depth 16, 0.50 at 1
+    assert status["cvp-cot-beats-base"] == REPRODUCED
     assert status["cvp-base-8-layers"] == NOT_RUN  # depth 8 is not in the grid
     assert status["isq-cot-1layer"] == NOT_RUN  # isq is not in the sweep
     # cot − base at n = 16: +0.10 at depth 1, 0 at depths 4 and 16: a mean of +0.03 < 0.05
     assert status["modadd-cot-advantage-n16"] == NOT_REPRODUCED
     assert status["modadd-hint-learns"] == REPRODUCED
-    s5_base = next(v for v in verdicts if v.finding.id == "s5-base-fails")
+    s5_base = next(v for v in verdicts if v.finding.id == "s5-base-about-20")
     assert "1 of 3 grid points have no result" in s5_base.detail  # depth 16 failed
-    assert s5_base.ours == "d=1: 0.20; d=4: 0.20"
+    assert s5_base.ours == "d=1: 0.20; d=4: 0.20; chance 0.008"
     advantage = next(v for v in verdicts if v.finding.id == "modadd-cot-advantage-n16")
-    assert advantage.ours == "+0.03 (mean of 3 points)"
+    assert advantage.ours == "+0.03 (mean of 3 points); chance 0.143"
 
 
 def test_the_report_sets_our_figures_beside_the_reported_ones(synthetic):
@@ -369,13 +372,10 @@ def test_the_report_sets_our_figures_beside_the_reported_ones(synthetic):
     _, verdicts = check_findings(FINDINGS, load_trials(root))
     # each finding's row carries the reported figure beside ours and the status
     row = _table_row(md, "s5 with CoT: 100% with a 1-layer model")
-    assert (
-        "1.00 at depth 1" in row
-        and "n=4: 1.00; n=16: 1.00" in row
-        and row.rstrip(" |").endswith(REPRODUCED)
-    )
-    # modadd (4), isq (2) and cvp at depth 8 are not in this sweep
-    assert md.count(f"| {NOT_RUN} |") == sum(v.status == NOT_RUN for v in verdicts) == 7
+    assert "1.00 at depth 1" in row and "n=4: 1.00; n=16: 1.00" in row
+    assert row.split(" | ")[-2:] == [REPRODUCED, "— |"]  # the status, and no reason needed
+    # modadd (4), isq (3) and cvp at depth 8 are not in this sweep
+    assert md.count(f"| {NOT_RUN} |") == sum(v.status == NOT_RUN for v in verdicts) == 8
 
 
 def test_failed_and_missing_trials_are_listed_with_their_errors(synthetic):

@@ -21,7 +21,15 @@ from cotsweep.report.aggregate import (
     seeds_text,
 )
 from cotsweep.report.document import Section
-from cotsweep.report.findings import NOT_REPRODUCED, NOT_RUN, REPRODUCED, check_findings, condition
+from cotsweep.report.findings import (
+    INCONCLUSIVE,
+    NOT_REPRODUCED,
+    NOT_RUN,
+    REPRODUCED,
+    VERDICTS,
+    check_findings,
+    condition,
+)
 from cotsweep.report.plots import accuracy_against, heatmap, smallest_solving, training_curves
 from cotsweep.report.records import DONE, TrialRecord, grid_values
 from cotsweep.report.registry import ReportContext, section
@@ -48,22 +56,29 @@ def cot_study(records: list[TrialRecord], ctx: ReportContext) -> Section:
 
 def _findings(sec: Section, records: list[TrialRecord]) -> None:
     header, verdicts = check_findings(FINDINGS, records)
-    counts = {
-        s: sum(v.status == s for v in verdicts) for s in (REPRODUCED, NOT_REPRODUCED, NOT_RUN)
-    }
+    counts = {s: sum(v.status == s for v in verdicts) for s in VERDICTS}
     sec.heading("Comparison with the reported findings")
     sec.text(
         f"Source: {header.get('source', '')}. Each finding is checked on the seed means of this sweep; "
         f"**{counts[REPRODUCED]} reproduced, {counts[NOT_REPRODUCED]} not reproduced, "
-        f"{counts[NOT_RUN]} not run** (no result at its grid points). The rules are data: "
-        "`src/cotsweep/report/findings_cot.yaml`."
+        f"{counts[INCONCLUSIVE]} inconclusive, {counts[NOT_RUN]} not run**. Inconclusive: its trials "
+        "stopped before the training budget the rule names, without solving. Not run: no result at its "
+        "grid points. Contrasts compare settings at the same task, depth and length; figures stand "
+        "beside their chance level. The rules are data: `src/cotsweep/report/findings_cot.yaml`."
     )
+    alarms = [v for v in verdicts if v.alarm]
+    if alarms:
+        sec.text(
+            "**NOT REPRODUCED — the opposite of the paper:** "
+            + " ".join(f"{v.finding.id}: {v.alarm}." for v in alarms)
+        )
     rows = []
     for v in verdicts:
         f = v.finding
         ours = v.ours + (f" ({v.detail})" if v.detail else "")
-        rows.append([f.claim, condition(f), f.reported, ours, f.rule(), v.status])
-    sec.table(["finding", "grid points", "reported", "ours", "check", "status"], rows)
+        status = f"**{v.status.upper()}**" if v.alarm else v.status
+        rows.append([f.claim, condition(f), f.reported, ours, f.rule(), status, v.reason or "—"])
+    sec.table(["finding", "grid points", "reported", "ours", "check", "status", "why"], rows)
 
 
 def _task(sec: Section, task: str, records: list[TrialRecord], ctx: ReportContext) -> None:

@@ -132,12 +132,16 @@ code { background: #f5f5f5; padding: 0 .2em; border-radius: 3px; }
 td.reproduced { background: #e6f4ea !important; }
 td.not-reproduced { background: #fce8e6 !important; }
 td.not-run { background: #f1f1f1 !important; color: #666; }
+td.inconclusive { background: #fef7e0 !important; }
+td.loud { background: #f28b82 !important; }
 """
 
 _STATUS_CLASS = {
     "reproduced": "reproduced",
     "not reproduced": "not-reproduced",
     "not run": "not-run",
+    "inconclusive": "inconclusive",
+    "**NOT REPRODUCED**": "not-reproduced loud",  # a setting solves what the paper says it fails
 }
 
 
