@@ -23,8 +23,8 @@ from sweep_support import ledger_rows
 import cotsweep  # noqa: F401  (sets Ray's environment before Ray starts)
 from cotsweep import files, hydra_app
 from cotsweep.compose import compose_trial
+from cotsweep.ids import trial_id
 from cotsweep.sweep.engine import launch
-from cotsweep.sweep.ids import trial_id
 
 # the trial of the issue (a smoke-sweep point, where `train` and the sweep disagreed), shortened
 TRIAL = [
