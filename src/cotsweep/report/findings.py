@@ -436,7 +436,8 @@ def _reason(f: Finding, status: str, unfirm: list[Point], points: list[Point]) -
     if status == NOT_REPRODUCED:
         failing = [p for p in points if not _passes(p.value, f.check)]
         if failing:
-            return f"{len(failing)} of {len(points)} points fail the check"
+            # how long they trained: "not at this budget" is a different statement from "never"
+            return f"{len(failing)} of {len(points)} points fail the check, trained {_ran(failing[0].main)}"
     return ""
 
 
