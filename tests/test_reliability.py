@@ -320,7 +320,9 @@ def test_a_stalled_worker_is_cancelled_and_retried_without_anyone_watching(tmp_p
         # the metrics log, not the heartbeat's step: on a fast machine the whole trial can run
         # between two heartbeats, while every logged loss is on disk as it happens
         try:
-            logged_steps = [s for t in d.glob("trials/*/metrics.jsonl") for s, _ in losses(t.parent)]
+            logged_steps = [
+                s for t in d.glob("trials/*/metrics.jsonl") for s, _ in losses(t.parent)
+            ]
         except ValueError:  # a line read while it is being written
             return False
         return bool(beat().get("pid")) and max(logged_steps, default=0) >= 150
