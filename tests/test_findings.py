@@ -83,6 +83,21 @@ def test_cvp_base_at_chance_does_not_pass_a_fails_rule_by_default():
     assert v["cvp-cot-beats-base"].status == REPRODUCED
 
 
+def test_a_sweep_at_chance_everywhere_reproduces_only_claims_of_failure():
+    """A trainer that learns nothing (every setting at chance, full budget, the CPU study's grid
+    and the paper's depths) reproduces no claim that a setting learns, solves or beats another:
+    only 'base fails' and cvp's 'about 50 % at 4 layers' (chance there is the paper's figure)."""
+    records = [
+        trial(task, setting, depth, length, CHANCE[task])
+        for task in CHANCE
+        for setting in ("base", "hint", "cot")
+        for depth in (1, 2, 4, 8, 16)
+        for length in (8, 16)
+    ]
+    reproduced = {k for k, x in judge(records).items() if x.status == REPRODUCED}
+    assert reproduced == {"isq-base-fails-16-layers", "cvp-base-4-layers"}
+
+
 # ---------------------------------------------------------------- budgets
 def test_a_too_short_run_is_never_reproduced():
     """Every trial of a full small grid stopped at 800 steps: nothing may be marked reproduced
