@@ -426,7 +426,7 @@ def test_gpu_sweep_is_the_papers_grid_at_the_papers_size(tmp_path: Path) -> None
 
     trials = expand("causal_axioms", [], tmp_path)
     assert len(trials) == 4 * 3 * 3 and len({t.id for t in trials}) == 36
-    axes = {(t.cfg.model.pos_encoding.value, t.cfg.task.mix, t.cfg.seed) for t in trials}
+    axes = {(t.cfg.model.pos_encoding, t.cfg.task.mix, t.cfg.seed) for t in trials}
     assert {a[0] for a in axes} == {"none", "learned", "sinusoidal", "rope"}
     assert {a[1] for a in axes} == {"sequential", "TS1", "TS2"}
     c = trials[0].cfg

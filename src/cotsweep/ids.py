@@ -18,9 +18,13 @@ from cotsweep.config import NON_RESULT_KEYS
 ID_LENGTH = 12
 
 
-def result_config(cfg: DictConfig) -> dict:
+def result_config(cfg: DictConfig | dict) -> dict:
     """The part of a trial config that determines its result, as plain data."""
-    data = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    data = (
+        cfg
+        if isinstance(cfg, dict)
+        else OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    )
     return {k: v for k, v in data.items() if k not in NON_RESULT_KEYS}
 
 
@@ -30,6 +34,5 @@ def trial_id(cfg: DictConfig) -> str:
 
 def trial_id_of(data: dict) -> str:
     """The id of a trial config given as plain resolved data (enums as their names)."""
-    kept = {k: v for k, v in data.items() if k not in NON_RESULT_KEYS}
-    blob = json.dumps(kept, sort_keys=True, separators=(",", ":"), default=str)
+    blob = json.dumps(result_config(data), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:ID_LENGTH]

@@ -57,7 +57,7 @@ class SecretInConfig(ConfigError):
     """The config reads or holds a secret; its message names the key, never the secret."""
 
 
-def refuse_secrets(cfg: DictConfig, leave_out: tuple[str, ...] = ()) -> None:
+def refuse_secrets(cfg: DictConfig | dict, leave_out: tuple[str, ...] = ()) -> None:
     """Raise SecretInConfig if ``cfg`` reads or holds a secret (see the module's doc);
     ``leave_out``: top-level keys not looked at (a Hydra job's ``hydra`` node)."""
     found = find_secret(cfg, leave_out)
@@ -76,7 +76,7 @@ def is_secret_name(name: str) -> bool:
     return bool(_SECRET_NAME.search(name))
 
 
-def find_secret(cfg: DictConfig, leave_out: tuple[str, ...] = ()) -> SecretFinding | None:
+def find_secret(cfg: DictConfig | dict, leave_out: tuple[str, ...] = ()) -> SecretFinding | None:
     """The first key of ``cfg`` that reads or holds a secret, or None.
 
     One walk over the config as written; only interpolations are resolved, one
@@ -85,12 +85,13 @@ def find_secret(cfg: DictConfig, leave_out: tuple[str, ...] = ()) -> SecretFindi
     """
     never = "secrets are never written into a sweep's files (ledger, config.yaml, W&B)"
     known = _known_secrets()
-    written_cfg = OmegaConf.to_container(cfg, resolve=False)
-    for k in leave_out:
-        written_cfg.pop(k, None)
+    plain = isinstance(cfg, dict)  # plain data (grid expansion): nothing left to resolve
+    written_cfg = cfg if plain else OmegaConf.to_container(cfg, resolve=False)
+    if leave_out:
+        written_cfg = {k: v for k, v in written_cfg.items() if k not in leave_out}
     for key, written in _leaves(written_cfg):
-        interpolated = "${" in written
-        for name in _OC_ENV.findall(written) if interpolated else ():
+        interpolated = "${" in written and not plain
+        for name in _OC_ENV.findall(written) if "${" in written else ():
             if is_secret_name(name):
                 return SecretFinding(
                     key,

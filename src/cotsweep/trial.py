@@ -66,9 +66,14 @@ class TrialTimedOut(RuntimeError):
 
 
 # ---------------------------------------------------------------- validation
-def validate(cfg: DictConfig) -> Task:
-    """Refuse a config that cannot run, or would write a secret, naming the key; returns the built task."""
-    refuse_secrets(cfg)
+def validate(cfg: DictConfig, secrets: bool = True) -> Task:
+    """Refuse a config that cannot run, or would write a secret, naming the key; returns the built task.
+
+    ``secrets=False``: the caller has checked every value of ``cfg`` for secrets
+    already (grid expansion checks each base and each override value once).
+    """
+    if secrets:
+        refuse_secrets(cfg)
     task = make_task(cfg.task, cfg.setting)
     task.validate()
     if not task.trains:
