@@ -126,14 +126,14 @@ def test_status_names_the_ray_job_that_drives_the_sweep(
 
     sweep = sweep_file(tmp_path, "job", {"seed": "0,1"})
     in_a_ray_job(monkeypatch, "raysubmit_test")
-    _, _, ledger = prepare(str(sweep), [], tmp_path / "sweep")
+    ledger = prepare(str(sweep), [], tmp_path / "sweep").ledger
     try:
         assert status(tmp_path / "sweep")["driver"]["ray_job"] == "raysubmit_test"
     finally:
         ledger.release()
         ledger.close()
     monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR")
-    _, _, ledger = prepare(str(sweep), [], tmp_path / "sweep")  # a driver outside a job
+    ledger = prepare(str(sweep), [], tmp_path / "sweep").ledger  # a driver outside a job
     try:
         assert status(tmp_path / "sweep")["driver"]["ray_job"] is None
     finally:

@@ -117,3 +117,41 @@ def test_a_bad_value_deep_in_an_axis_is_refused_before_the_first_trial(tmp_path)
     trials = load_grid("smoke", ["model.depth=1,2,3,two"]).trials(tmp_path)
     with pytest.raises(GridError, match="model.depth=two"):
         next(trials)
+
+
+def test_dry_run_prints_points_states_and_cost_and_writes_nothing(tmp_path, capsys):
+    """launch --dry-run on a sweep already partly recorded: which points are new, done or
+    unfinished, and the estimated FLOPs of what is left; the sweep directory is untouched."""
+    from sweep_support import sweep_file
+
+    from cotsweep.cli import main as cli
+    from cotsweep.sweep.engine import prepare
+
+    sw = sweep_file(tmp_path, "dry", {"seed": "0,1"})
+    d = tmp_path / "sweep"
+    prep = prepare(str(sw), [], d)
+    done = sorted(prep.ids)[0]
+    prep.ledger.update([(done, {"state": "done"})])
+    prep.ledger.release()
+    prep.ledger.close()
+
+    def state() -> tuple:  # the ledger's rows (SQLite may fold its WAL in on close) and files
+        import sqlite3
+
+        db = sqlite3.connect(d / "ledger.sqlite")
+        try:
+            rows = sorted(db.execute("SELECT * FROM trials")) + sorted(
+                db.execute("SELECT * FROM meta")
+            )
+        finally:
+            db.close()
+        other = {p: p.read_bytes() for p in d.rglob("*") if p.is_file() and "ledger" not in p.name}
+        return rows, other
+
+    before = state()
+    assert cli(["launch", str(sw), "seed=0,1,2", "--dir", str(d), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "3 points, 3 trials: 1 new, 1 done, 1 unfinished, 0 failed" in out, out
+    assert "to run: 2 trials, 80 training steps, about " in out and "FLOP" in out, out
+    assert out.count("[new]") == 1 and out.count("[done]") == 1 and out.count("[pending]") == 1
+    assert state() == before

@@ -265,17 +265,16 @@ def test_trial_and_report_files_are_0644_under_umask_022(tmp_path):
     """The default umask, in this process: a sweep's trial run by the code a Ray worker runs."""
     from cotsweep.sweep import worker
     from cotsweep.sweep.engine import prepare
-    from cotsweep.sweep.grid import config_yaml
 
     sw = sweep_file(tmp_path, "modes", {"task": "modadd", "seed": "0"}, steps=20, ckpt=10)
     d = tmp_path / "sweep"
     before = os.umask(0o022)
     try:
-        _, trials, ledger = prepare(str(sw), [], d)
+        ledger = prepare(str(sw), [], d).ledger
+        (trial,) = ledger.trials()
         ledger.release()
         ledger.close()
-        (trial,) = trials
-        assert worker.execute(config_yaml(trial.cfg), None)["status"] == "done"
+        assert worker.execute(trial.config, None)["status"] == "done"
         assert cli(["report", str(d)]) == 0
     finally:
         os.umask(before)

@@ -204,22 +204,7 @@ def test_ctrl_c_and_sigterm_to_the_process_group_checkpoint_trials_and_return_th
 
 
 # ---------------------------------------------------------------- bad input
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["launch", "no_such_sweep"], "available sweeps: "),
-        (["launch", "smoke", "model.no_such_key=3"], "no_such_key"),
-        (["launch", "smoke", "seed=range(0)"], "empty"),
-        (["launch", "smoke", "model.depth=0"], "model.depth"),
-    ],
-)
-def test_bad_input_is_refused_before_the_ledger_is_written(tmp_path, capsys, args, message):
-    d = tmp_path / "sweep"
-    assert cli([*args, "--dir", str(d), "--no-progress"]) == 2
-    assert message in capsys.readouterr().err.replace("\n", " ")
-    assert not d.exists()
-
-
+# (every refusal of bad input: tests/test_bad_input.py)
 def test_second_driver_on_a_live_sweep_is_refused(tmp_path, capsys):
     from cotsweep.ledger import Ledger
 

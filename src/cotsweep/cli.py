@@ -21,6 +21,9 @@ and the command that recovers), 3 a trial diverged, 75 stopped by SIGTERM,
 SIGHUP, SIGUSR1 or `cotsweep stop` (running trials checkpointed and are pending:
 `cotsweep resume DIR` continues; a batch script may requeue itself on 75),
 130 interrupted (Ctrl-C).
+
+Every refusal is one line on stderr: what is wrong, with which key or file, and
+what to do; no traceback unless --debug (anywhere on the command line).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from cotsweep.errors import ConfigError, LedgerError, describe_error
+from cotsweep.errors import ConfigError, LedgerError, describe_error, one_line
 from cotsweep.ledger import STATES
 
 console = Console(stderr=True)
@@ -48,6 +51,33 @@ RESUMABLE = ("pending", "failed")  # the states `resume --state` takes
 
 class BadInput(Exception):
     """Input refused before anything ran; the message is for the user."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose refusals are ours: one line, exit 2, no usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise BadInput(f"{message}; see: {self.prog} --help")
+
+
+def _bad_input_types() -> tuple[type[BaseException], ...]:
+    """Errors that mean the input cannot run: refused in one line with exit 2.
+
+    Imported here, not at the top: the light verbs never load Hydra or the engine.
+    """
+    found: list[type[BaseException]] = [ConfigError]
+    for module, names in (
+        ("cotsweep.compose", ("UnknownSweep",)),
+        ("cotsweep.sweep.grid", ("GridError",)),
+        ("cotsweep.sweep.engine", ("SweepBusy", "SweepDirError")),
+        ("cotsweep.sweep.feasible", ("Infeasible",)),
+        ("hydra.errors", ("HydraException",)),
+        ("omegaconf.errors", ("OmegaConfBaseException",)),
+    ):
+        mod = sys.modules.get(module)  # only what the verb loaded can have been raised
+        if mod is not None:
+            found += [getattr(mod, n) for n in names]
+    return tuple(found)
 
 
 def compose_or_fail(overrides: list[str]):
@@ -75,9 +105,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     explicit_dir = any(o.split("=", 1)[0].lstrip("+") == "run.out_dir" for o in args.overrides)
     out = Path(cfg.run.out_dir) if explicit_dir else Path(cfg.run.out_dir) / tid
     try:
-        validate(cfg)
+        task = validate(cfg)
     except ConfigError as e:
         raise BadInput(str(e)) from e
+    _train_feasible(cfg, task, out, args.overrides)
     console.print(
         f"trial [bold]{tid}[/]: {cfg.task.name} {cfg.setting.value} depth={cfg.model.depth} n={cfg.task.length} -> {out}"
     )
@@ -85,7 +116,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     stop = StopSignal()
     import signal
 
-    signal.signal(signal.SIGINT, lambda *_: stop.set())  # checkpoint at the next step, then stop
+    def on_sigint(*_: object) -> None:
+        if stop():  # a second Ctrl-C: at once, mid-step (the last checkpoint stays)
+            raise KeyboardInterrupt
+        stop.set()  # checkpoint at the next step, then stop
+        console.print("\nstopping at the next step (Ctrl-C again to stop at once)")
+
+    signal.signal(signal.SIGINT, on_sigint)
     tracker = open_tracker(cfg, out, tid)
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -122,6 +159,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_feasible(cfg, task, out: Path, overrides: list[str]) -> None:
+    """A foreground trial against this machine: its device, its memory, its output directory."""
+    from cotsweep import files
+    from cotsweep.sweep.feasible import checker, local_capacity
+
+    problem = files.unwritable_dir(out)
+    if problem:
+        raise BadInput(problem.replace("pass --dir", "set run.out_dir to"))
+    cap = local_capacity(where="this machine")
+    checker(cap, warn=_warn)(cfg, task, " ".join(overrides) or "(the defaults)")
+
+
 # ---------------------------------------------------------------- tasks sample
 def cmd_tasks_sample(args: argparse.Namespace) -> int:
     import torch
@@ -144,6 +193,11 @@ def cmd_tasks_sample(args: argparse.Namespace) -> int:
         task.validate()
     except ConfigError as e:
         raise BadInput(str(e)) from e
+    if not task.trains:
+        raise BadInput(
+            f"task {args.task!r} is a simulation with no examples to sample (it trains no model); "
+            f"sample one of: {', '.join(sorted(n for n, e in TASKS.items() if e.cls.trains))}"
+        )
     gen = torch.Generator().manual_seed(args.seed)
     for row in task.sample(args.count, gen):
         print(json.dumps(row))
@@ -152,6 +206,11 @@ def cmd_tasks_sample(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- sweeps
 def _driver_kw(args: argparse.Namespace) -> dict:
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        raise BadInput(
+            f"--max-concurrent {args.max_concurrent}: must be at least 1 (leave it out for "
+            "2 trials per CPU)"
+        )
     return {
         "address": args.address,
         "max_concurrent": args.max_concurrent,
@@ -229,14 +288,6 @@ def mirror_report(sweep_dir: Path, rep) -> None:
     log_sweep_summary(sweep_dir, name or sweep_dir.name, rows, list(rep.images), tracking)
 
 
-def _sweep_errors():
-    from cotsweep.compose import UnknownSweep
-    from cotsweep.sweep.engine import SweepBusy
-    from cotsweep.sweep.grid import GridError
-
-    return (UnknownSweep, SweepBusy, GridError, FileNotFoundError)
-
-
 def refuse_relative_dir_in_a_job(sweep_dir: str | None) -> None:
     """Inside a Ray job the working directory is the job's temporary copy of the checkout.
 
@@ -254,16 +305,89 @@ def refuse_relative_dir_in_a_job(sweep_dir: str | None) -> None:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
-    from cotsweep.sweep.engine import launch
+    from cotsweep.sweep.engine import launch, plan, trial_checker
 
     refuse_relative_dir_in_a_job(args.dir)
-    try:
+    if args.max_trials is not None and args.max_trials < 1:
+        raise BadInput(f"--max-trials {args.max_trials}: must be at least 1")
+    kw = _driver_kw(args)
+    sweep_dir = Path(args.dir) if args.dir else None
+    with _ExpansionBar(enabled=not args.no_progress) as bar:
+        grid = {"max_trials": args.max_trials, "on_expand": bar.update}
+        if args.dry_run:
+            check = trial_checker(None, args.address, warn=_warn)
+            p = plan(args.sweep, args.overrides, sweep_dir, check=check, **grid)
+            bar.close()
+            _print_plan(p)
+            return 0
         out = launch(
-            args.sweep, args.overrides, Path(args.dir) if args.dir else None, **_driver_kw(args)
+            args.sweep, args.overrides, sweep_dir, on_recorded=bar.close, warn=_warn, **grid, **kw
         )
-    except _sweep_errors() as e:
-        raise BadInput(str(e)) from e
     return _finish(out, args)
+
+
+def _warn(message: str) -> None:
+    console.print(f"[yellow]warning:[/] {escape(message)}")
+
+
+def _print_plan(p: dict) -> None:
+    """`launch --dry-run`: what would run, on stdout; nothing was written."""
+    from cotsweep.sweep.feasible import human_flops
+
+    s = p["states"]
+    print(f"sweep {p['sweep']} -> {p['dir']} (dry run: nothing written)")
+    for axis, values in p["axes"].items():
+        print(f"  {axis} ({len(values)}): {', '.join(values)}")
+    print(
+        f"  {p['points']:,} points, {p['trials']:,} trials: {s['new']:,} new, {s['done']:,} done, "
+        f"{s['pending'] + s['running']:,} unfinished, {s['failed']:,} failed"
+    )
+    print(
+        f"  to run: {p['to_run']:,} trials, {p['steps']:,} training steps, "
+        f"about {human_flops(p['flops'])} (estimated: 6 x parameters + attention, per token)"
+    )
+    for point, state in p["shown"]:
+        print(f"  [{state}] {' '.join(point)}")
+    if p["trials"] > len(p["shown"]):
+        print(f"  ... and {p['trials'] - len(p['shown']):,} more")
+
+
+class _ExpansionBar:
+    """A count of the grid's points as they are composed, on stderr, for grids that take a while."""
+
+    SHOWN_ABOVE = 2000  # points; smaller grids compose in well under a second
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.progress, self.task = enabled, None, None
+
+    def __enter__(self) -> _ExpansionBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def update(self, done: int, total: int) -> None:
+        if not self.enabled or total < self.SHOWN_ABOVE:
+            return
+        if self.progress is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            self.progress = Progress(
+                TextColumn("[bold]expanding the grid"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("points (Ctrl-C stops; nothing is recorded until the end)"),
+                console=console,
+                transient=True,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("grid", total=total)
+        self.progress.update(self.task, completed=done)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -283,8 +407,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
             selection=selection,
             **_driver_kw(args),
         )
-    except (*_sweep_errors(), SelectionError) as e:
+    except SelectionError as e:
         raise BadInput(str(e)) from e
+    except FileNotFoundError as e:
+        raise BadInput(f"{e}; launch a sweep there first (cotsweep launch NAME --dir DIR)") from e
     return _finish(out, args)
 
 
@@ -307,8 +433,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         return watch_status(args, selection)
     try:
         st = status(Path(args.dir), selection=selection)
-    except (FileNotFoundError, SelectionError) as e:
+    except SelectionError as e:
         raise BadInput(str(e)) from e
+    except FileNotFoundError as e:
+        raise BadInput(f"{e}; give the directory of a sweep (e.g. runs/smoke)") from e
     if args.json:
         print(json.dumps(st, indent=2, sort_keys=True))
         return 0
@@ -413,18 +541,6 @@ def watch_status(args: argparse.Namespace, selection) -> int:
     return 0
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    from cotsweep.selection import SelectionError
-
-    if not Path(args.dir).is_dir():
-        raise BadInput(f"no sweep directory at {args.dir}")
-    try:
-        write_report(Path(args.dir), args.threshold, selection_of(args))
-    except SelectionError as e:
-        raise BadInput(str(e)) from e
-    return 0
-
-
 def cmd_logs(args: argparse.Namespace) -> int:
     from cotsweep.logs import NoLogs, read_log
 
@@ -472,11 +588,41 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep_dir(path: str) -> Path:
+    """A directory that holds a sweep (its ledger, or trial files), or BadInput saying what it is."""
+    from cotsweep.ledger import LEDGER
+
+    d = Path(path)
+    if not d.is_dir():
+        what = "is a file" if d.exists() else "does not exist"
+        raise BadInput(f"{path} {what}; give the directory of a sweep (e.g. runs/smoke)")
+    if not (d / LEDGER).is_file() and not any((d / "trials").glob("*/config.yaml")):
+        raise BadInput(
+            f"{path} holds no sweep (no {LEDGER}, no trials/*/config.yaml); give the directory "
+            "that cotsweep launch or train -m wrote"
+        )
+    return d
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from cotsweep.selection import SelectionError
+
+    if not 0.0 < args.threshold <= 1.0:
+        raise BadInput(
+            f"--threshold {args.threshold:g}: an accuracy, between 0 and 1 (e.g. 0.95 for 95%)"
+        )
+    sweep_dir = _sweep_dir(args.dir)
+    try:
+        write_report(sweep_dir, args.threshold, selection_of(args))
+    except SelectionError as e:
+        raise BadInput(str(e)) from e
+    return 0
+
+
 def cmd_sync(args: argparse.Namespace) -> int:
     from cotsweep.tracking import sync_sweep
 
-    if not Path(args.dir).is_dir():
-        raise BadInput(f"no sweep directory at {args.dir}")
+    _sweep_dir(args.dir)
     try:
         n = sync_sweep(Path(args.dir))
     except RuntimeError as e:
@@ -487,10 +633,11 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="cotsweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
 
     def driver_args(q: argparse.ArgumentParser) -> None:
         q.add_argument(
@@ -533,6 +680,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--dir",
         default=None,
         help="sweep directory (default runs/NAME); on a cluster, a path every node reaches",
+    )
+    la.add_argument(
+        "--max-trials",
+        type=int,
+        default=None,
+        help="refuse a grid of more points than this (default 10000)",
+    )
+    la.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the points, which are new or done, and the estimated cost; write nothing",
     )
     driver_args(la)
     la.set_defaults(fn=cmd_launch)
@@ -635,7 +793,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(fn=cmd_train)
 
     tasks = sub.add_parser("tasks", help="inspect tasks")
-    tsub = tasks.add_subparsers(dest="tasks_cmd", required=True)
+    tsub = tasks.add_subparsers(dest="tasks_cmd", required=True, parser_class=_Parser)
     s = tsub.add_parser("sample", help="print examples of a task as JSON lines")
     s.add_argument("task")
     s.add_argument("--setting", default=None, help="base | cot | hint")
@@ -653,56 +811,94 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def optuna_defaults(args: list[str]) -> list[str]:
-    """What `train -m hydra/sweeper=optuna` needs and the command line did not say.
-
-    Optuna takes one number per trial (the app returns the result's ``acc``, to
-    maximise), and a seeded sampler asks the same points when the same command runs
-    again, which the ledger answers from the finished trials: a relaunch reruns
-    nothing, and an interrupted search continues from its checkpoints.
-    """
-    given = {a.split("=", 1)[0].lstrip("+~") for a in args}
-    extra = []
-    if "run.objective" not in given:
-        extra.append("run.objective=acc")
-        if not given & {"hydra.sweeper.direction"}:
-            extra.append("hydra.sweeper.direction=maximize")
-    if not given & {"hydra.sweeper.sampler.seed", "hydra/sweeper/sampler"}:
-        extra.append("hydra.sweeper.sampler.seed=0")
-    return extra
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["train"] and any(a in ("-m", "--multirun") for a in argv[1:]):
-        # Hydra multirun: Hydra parses -m and the overrides itself; our launcher by default
-        from cotsweep.hydra_app import cli as hydra_cli
-
-        rest = argv[1:]
-        if not any(a.startswith("hydra/launcher=") for a in rest):
-            rest.append("hydra/launcher=cotsweep")
-        if not any(a.startswith("hydra.sweep.dir=") for a in rest):
-            rest.append("hydra.sweep.dir=runs/multirun")  # fixed, so a relaunch reruns nothing
-        if "hydra/sweeper=optuna" in rest:
-            rest += optuna_defaults(rest)
-        return hydra_cli(rest)
-    parser = build_parser()
-    # Hydra overrides may stand before or after the flags: collect the strays as overrides
-    args, rest = parser.parse_known_args(argv)
-    if rest:
-        # overrides (launch, train) or filters (status, resume, report, export)
-        strays = next((k for k in ("overrides", "filters") if hasattr(args, k)), None)
-        if strays is None or any(r.startswith("-") for r in rest):
-            parser.error(f"unrecognized arguments: {' '.join(rest)}")
-        setattr(args, strays, list(getattr(args, strays)) + rest)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     try:
+        if (
+            argv[:1]
+            and argv[0] in ("-sc", "--shell-completion")
+            or (argv[:1] and argv[0].startswith("--shell-completion="))
+        ):
+            from cotsweep.hydra_app import shell_completion
+
+            return shell_completion(argv)
+        if argv[:1] == ["train"] and _hydra_route(argv[1:]):
+            from cotsweep.hydra_app import train_with_hydra
+
+            return train_with_hydra(argv[1:])
+        parser = build_parser()
+        # Hydra overrides may stand before or after the flags: collect the strays as overrides
+        args, rest = parser.parse_known_args(argv)
+        if rest:
+            # overrides (launch, train) or filters (status, resume, report, export)
+            strays = next((k for k in ("overrides", "filters") if hasattr(args, k)), None)
+            if strays is None or any(r.startswith("-") for r in rest):
+                parser.error(f"unrecognized arguments: {' '.join(rest)}")
+            setattr(args, strays, list(getattr(args, strays)) + rest)
         return args.fn(args)
     except (BadInput, LedgerError) as e:
-        console.print(f"[red]error:[/] {escape(str(e))}")
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]")
+        return _refuse(str(e), debug)
+    except KeyboardInterrupt as e:
+        if debug:
+            raise
+        console.print(f"[yellow]{escape(str(e) or 'interrupted')}[/]", soft_wrap=True)
         return EXIT_INTERRUPTED
+    except Exception as e:
+        if isinstance(e, _bad_input_types()):
+            msg = str(e) if isinstance(e, ConfigError) else describe_error(e)
+            return _refuse(msg, debug)
+        if debug:
+            raise
+        # not the input's fault, but still no traceback on a user's screen
+        what = f"{type(e).__name__}: {one_line(str(e))}" if str(e) else type(e).__name__
+        console.print(
+            f"[red]error:[/] {escape(what)}; run again with --debug for the traceback",
+            soft_wrap=True,
+        )
+        return EXIT_FAILED
+
+
+def _refuse(message: str, debug: bool) -> int:
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+    console.print(f"[red]error:[/] {escape(one_line(message))}", soft_wrap=True)
+    return EXIT_BAD_INPUT
+
+
+# Hydra's own flags: `cotsweep train` hands its command line to Hydra when one is there
+HYDRA_FLAGS = (
+    "-m",
+    "--multirun",
+    "--cfg",
+    "-c",
+    "--info",
+    "-i",
+    "--resolve",
+    "--package",
+    "-p",
+    "--run",
+    "-r",
+    "--shell-completion",
+    "-sc",
+    "--hydra-help",
+    "--help",
+    "-h",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--experimental-rerun",
+)
+
+
+def _hydra_route(args: list[str]) -> bool:
+    return any(a.split("=", 1)[0] in HYDRA_FLAGS for a in args if a.startswith("-"))
 
 
 if __name__ == "__main__":

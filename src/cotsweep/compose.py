@@ -34,16 +34,22 @@ _registered = False
 
 
 def register_configs() -> None:
-    """Every config group's schema in Hydra's ConfigStore; each task brings its own."""
+    """Every config group's schema in Hydra's ConfigStore; each task brings its own.
+
+    The schemas are stored outside the groups (``/task_cvp_schema``, not
+    ``task/cvp_schema``) and each group's YAML pulls its own in with
+    ``- /task_cvp_schema@_here_``: a schema inside a group would be one of its
+    options, listed by ``--help`` and accepted as ``task=cvp_schema``.
+    """
     cs = ConfigStore.instance()
     cs.store(name="trial_schema", node=TrialConfig)
     for name, entry in TASKS.items():
-        cs.store(group="task", name=f"{name}_schema", node=entry.schema)
-    cs.store(group="model", name="model_schema", node=ModelConfig)
-    cs.store(group="train", name="train_schema", node=TrainConfig)
-    cs.store(group="run", name="run_schema", node=RunConfig)
-    cs.store(group="resources", name="resources_schema", node=ResourcesConfig)
-    cs.store(group="tracking", name="tracking_schema", node=TrackingConfig)
+        cs.store(name=f"task_{name}_schema", node=entry.schema)
+    cs.store(name="model_schema", node=ModelConfig)
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="run_schema", node=RunConfig)
+    cs.store(name="resources_schema", node=ResourcesConfig)
+    cs.store(name="tracking_schema", node=TrackingConfig)
 
 
 def _register() -> None:

@@ -36,7 +36,8 @@ def describe_error(e: BaseException | None) -> str:
             parts.append(msg)
         if "full_key" in msg:  # OmegaConf's own message names the key: enough
             break
-        e = e.__cause__ or e.__context__
+        # `raise ... from None`: the message above says it all
+        e = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
     return "\n  ".join(parts)
 
 
@@ -51,3 +52,39 @@ class LedgerError(RuntimeError):
     def __init__(self, path: Any, message: str):
         self.path = path
         super().__init__(message)
+
+
+def one_line(text: str) -> str:
+    """A message on one line: Hydra's and OmegaConf's several lines joined, their type notes dropped.
+
+    ``full_key: model.depth`` stays (it names the key) unless the key is already in
+    the message; ``reference_type=`` and ``object_type=`` name Python classes the
+    user never wrote.
+    """
+    parts: list[str] = []
+    options: list[str] | None = None  # Hydra's "Available options in 'task':" list, one a line
+    for raw in str(text).splitlines():
+        line = raw.strip()
+        if line.startswith("Config search path:"):  # where Hydra looked: not the user's concern
+            break
+        if options is not None and raw.startswith(("\t", "    ")) and line:
+            options.append(line)
+            continue
+        if options is not None:
+            parts[-1] += " " + ", ".join(options)
+            options = None
+        if line.startswith("Available options in"):
+            parts.append(line.rstrip(":").replace("Available", "available") + ":")
+            options = []
+            continue
+        if not line or line.startswith(("reference_type=", "object_type=")):
+            continue
+        if line.startswith("full_key:"):
+            key = line.split(":", 1)[1].strip()
+            if key and not any(key in p for p in parts):
+                parts.append(f"(key {key})")
+            continue
+        parts.append(line.rstrip("."))
+    if options is not None and parts:
+        parts[-1] += " " + ", ".join(options)
+    return "; ".join(parts)

@@ -243,3 +243,38 @@ def result_figure(result: dict, key: str) -> float:
             f"its figures: {', '.join(numbers)}"
         )
     return float(node)
+
+
+def unwritable_dir(path: Path) -> str | None:
+    """Why a directory cannot be created or written at ``path``, or None if it can.
+
+    Checked before a sweep records anything: a path that is a file, or a
+    read-only directory (or one inside a read-only directory), is named with
+    what to do, instead of failing halfway with a traceback.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        return f"{path} exists and is not a directory; pass --dir a directory path"
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe != path and not probe.is_dir():
+        return f"{path} cannot be created: {probe} is a file, not a directory; pass another --dir"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        what = (
+            "is not writable" if probe == path else f"cannot be created in {probe} (not writable)"
+        )
+        return f"{path} {what}; pass --dir a directory you can write, or fix its permissions"
+    return None
+
+
+def missing_dirs(path: Path) -> list[Path]:
+    """The directories on the way to ``path`` (itself included) that do not exist yet, deepest first."""
+    out = []
+    path = Path(path)
+    while not path.exists() and path.parent != path:
+        out.append(path)
+        path = path.parent
+    return out

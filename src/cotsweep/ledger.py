@@ -317,20 +317,36 @@ class Ledger:
 
     # -- trials ------------------------------------------------------------------------
     @_guarded
-    def add_trials(self, trials: Iterable[tuple[str, list[str], dict, str]]) -> int:
-        """Record (id, overrides, axes, config_yaml) trials; existing ids are left untouched."""
+    def add_trials(
+        self,
+        trials: Iterable[tuple[str, list[str], dict, str]],
+        meta: dict[str, str] | None = None,
+        batch: int = 1000,
+    ) -> int:
+        """Record (id, overrides, axes, config_yaml) trials; existing ids are left untouched.
+
+        ``trials`` may be a generator that composes them as it goes (a large grid is
+        never held in memory): they are inserted a batch at a time, all in one
+        transaction with ``meta``, so if the generator raises (a bad point, Ctrl-C)
+        nothing of it is recorded.
+        """
         now = time.time()
-        rows = [(tid, json.dumps(ov), json.dumps(axes), cfg, now) for tid, ov, axes, cfg in trials]
+        sql = "INSERT OR IGNORE INTO trials (id, overrides, axes, config, created) VALUES (?, ?, ?, ?, ?)"
         with self.tx() as db:
             before = db.total_changes
-            db.executemany(
-                "INSERT OR IGNORE INTO trials (id, overrides, axes, config, created) VALUES (?, ?, ?, ?, ?)",
-                rows,
-            )
-            new = db.total_changes - before
-        if new:  # what each trial is changed: keep a copy for `cotsweep rebuild`
+            rows: list[tuple] = []
+            for tid, ov, axes, cfg in trials:
+                rows.append((tid, json.dumps(ov), json.dumps(axes), cfg, now))
+                if len(rows) >= batch:
+                    db.executemany(sql, rows)
+                    rows.clear()
+            db.executemany(sql, rows)
+            added = db.total_changes - before
+            if meta:
+                db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(meta.items()))
+        if added:  # what each trial is changed: keep a copy for `cotsweep rebuild`
             self.backup()
-        return new
+        return added
 
     @_guarded
     def trials(self, states: Iterable[str] | None = None) -> list[TrialRow]:

@@ -20,6 +20,7 @@ counted in the ledger (``failures``), so the retry budget
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -35,17 +36,21 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from cotsweep import files
+from cotsweep.config import ConfigView
 from cotsweep.errors import LedgerError
 from cotsweep.ledger import (
+    LEDGER,
     STOP_REQUEST,
     Ledger,
     LedgerLocked,
     TrialRow,
     process_start_time,
 )
+from cotsweep.ledger import exists as ledger_exists
 from cotsweep.selection import Selection, selected_ids
-from cotsweep.sweep import cluster
-from cotsweep.sweep.grid import Trial, config_yaml, expand, sweep_name
+from cotsweep.sweep import cluster, feasible
+from cotsweep.sweep.feasible import Footprint, gpus_for
+from cotsweep.sweep.grid import Trial, load_grid, sweep_name
 from cotsweep.sweep.stream import Finished, RayStream, Window
 
 
@@ -75,31 +80,168 @@ def default_dir(name_or_path: str) -> Path:
     return Path("runs") / sweep_name(name_or_path)
 
 
-def prepare(
-    name_or_path: str, overrides: list[str], sweep_dir: Path | None = None
-) -> tuple[Path, list[Trial], Ledger]:
-    """Expand and validate the grid, then take the sweep's lock and record new trials.
+class SweepDirError(ValueError):
+    """The sweep directory cannot be written; nothing was."""
 
-    Everything that can be refused is refused before the ledger is written.
+
+@dataclass
+class Prepared:
+    """A sweep recorded in its ledger: the ids of its grid, and how many were new."""
+
+    dir: Path
+    ids: set[str]
+    new: int
+    ledger: Ledger
+
+
+def prepare(
+    name_or_path: str,
+    overrides: list[str],
+    sweep_dir: Path | None = None,
+    *,
+    max_trials: int | None = None,
+    on_expand: Callable[[int, int], None] | None = None,
+    check: Callable[[Trial], None] | None = None,
+) -> Prepared:
+    """Expand and validate the grid into the ledger, under the sweep's lock.
+
+    The grid streams into the ledger as it is composed, in one transaction: a
+    refused point, an infeasible trial (``check``) or a Ctrl-C part way rolls all
+    of it back, and a sweep directory this call created is removed again, so a
+    refusal leaves nothing behind.
     """
+    grid = load_grid(name_or_path, overrides, max_trials)  # GridError: nothing written
     sweep_dir = Path(sweep_dir or default_dir(name_or_path)).resolve()
-    trials = expand(name_or_path, overrides, sweep_dir)  # GridError: nothing written
-    ledger = Ledger(sweep_dir, create=True)
-    try:
-        ledger.acquire()  # LedgerLocked: nothing written
-    except LedgerLocked as e:
-        ledger.close()
-        raise SweepBusy(str(e)) from e
-    new = ledger.add_trials((t.id, t.overrides, t.axes, config_yaml(t.cfg)) for t in trials)
+    problem = files.unwritable_dir(sweep_dir)
+    if problem:
+        raise SweepDirError(problem)
+    ids: set[str] = set()
+
+    def trials() -> Iterator[tuple[str, list[str], dict, str]]:
+        for t in grid.trials(sweep_dir, progress=on_expand):
+            if check is not None:
+                check(t)
+            ids.add(t.id)
+            yield t.id, t.overrides, t.axes, t.yaml
+
     source = Path(name_or_path)
-    ledger.set_meta(
-        name=sweep_name(name_or_path),
-        source=str(source.resolve()) if source.exists() else name_or_path,
-        last_overrides=json.dumps(overrides),
-        driver_job=cluster.job_submission_id() or "",
-    )
-    ledger.new_trials = new  # type: ignore[attr-defined]
-    return sweep_dir, trials, ledger
+    meta = {
+        "name": grid.name,
+        "source": str(source.resolve()) if source.exists() else name_or_path,
+        "last_overrides": json.dumps(overrides),
+        "driver_job": cluster.job_submission_id() or "",
+    }
+    stream = trials()
+    ledger = None
+    with _terminate_as_interrupt():
+        try:
+            # every axis value, and the first trial with its resources, before anything is
+            # written: most refusals leave the disk as it was
+            first = next(stream)
+            created = files.missing_dirs(sweep_dir)
+            had_ledger = ledger_exists(sweep_dir)
+            ledger = Ledger(sweep_dir, create=True)
+            try:
+                ledger.acquire()  # LedgerLocked: nothing written
+            except LedgerLocked as e:
+                raise SweepBusy(str(e)) from e
+            new = ledger.add_trials(itertools.chain([first], stream), meta=meta)
+        except BaseException as e:
+            if ledger is not None:
+                with suppress(LedgerError):
+                    ledger.release()
+                ledger.close()
+                if not had_ledger:
+                    _remove_new_sweep(sweep_dir, created)
+            if isinstance(e, KeyboardInterrupt):
+                raise ExpansionInterrupted(
+                    f"interrupted while expanding the grid ({len(ids):,} of {grid.size:,} points "
+                    f"composed): nothing was recorded in {sweep_dir}"
+                ) from e
+            raise
+    return Prepared(sweep_dir, ids, new, ledger)
+
+
+class ExpansionInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) while the grid was expanded: rolled back, nothing recorded."""
+
+
+def plan(
+    name_or_path: str,
+    overrides: list[str],
+    sweep_dir: Path | None = None,
+    *,
+    max_trials: int | None = None,
+    on_expand: Callable[[int, int], None] | None = None,
+    check: Callable[[Trial], Footprint | None] | None = None,
+) -> dict:
+    """What ``launch`` would do, writing nothing: points, new and recorded trials, the cost."""
+    grid = load_grid(name_or_path, overrides, max_trials)
+    sweep_dir = Path(sweep_dir or default_dir(name_or_path)).resolve()
+    known: dict[str, str] = {}
+    if ledger_exists(sweep_dir):
+        ro = Ledger(sweep_dir, read_only=True)
+        try:
+            known = dict(ro.select(["id", "state"]))
+        finally:
+            ro.close()
+    states = dict.fromkeys(("new", "pending", "running", "done", "failed"), 0)
+    steps = flops = trials = 0
+    shown: list[tuple[list[str], str]] = []
+    with _terminate_as_interrupt():
+        for t in grid.trials(sweep_dir, progress=on_expand):
+            trials += 1
+            state = known.get(t.id, "new")
+            states[state] += 1
+            fp = check(t) if check is not None else None
+            if state != "done":
+                steps += int(t.config["train"]["steps"]) if t.task.trains else 0
+                flops += fp.flops if fp is not None else 0.0
+            if len(shown) < PLAN_POINTS_SHOWN:
+                shown.append((t.overrides, state))
+    return {
+        "sweep": grid.name,
+        "dir": str(sweep_dir),
+        "points": grid.size,
+        "trials": trials,
+        "axes": {a[0].split("=", 1)[0]: [v.split("=", 1)[1] for v in a] for a in grid.axes},
+        "states": states,
+        "to_run": trials - states["done"],
+        "steps": steps,
+        "flops": flops,
+        "shown": shown,
+    }
+
+
+PLAN_POINTS_SHOWN = 20
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM while the grid expands stops it as Ctrl-C does (rolled back), not mid-write."""
+    if not _main_thread():
+        yield
+        return
+
+    def on_term(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _remove_new_sweep(sweep_dir: Path, created: list[Path]) -> None:
+    """Undo what a refused launch created: the new ledger and the directories made for it."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        (sweep_dir / f"{LEDGER}{suffix}").unlink(missing_ok=True)
+    for d in created:  # deepest first; only if nothing else was put there
+        try:
+            d.rmdir()
+        except OSError:
+            break
 
 
 def open_for_resume(sweep_dir: Path) -> Ledger:
@@ -114,26 +256,6 @@ def open_for_resume(sweep_dir: Path) -> Ledger:
 
 
 # ---------------------------------------------------------------- resources
-def gpus_for(cfg: Any, cluster_gpus: float) -> float:
-    """GPUs per worker of a trial: the configured number, or a fraction sized from the model."""
-    from cotsweep.tasks import TASKS
-
-    g = cfg.resources.gpus
-    if g != "auto":
-        return float(g)
-    entry = TASKS.get(cfg.task.name)
-    if (
-        cluster_gpus <= 0
-        or str(cfg.run.device) == "cpu"
-        or (entry is not None and not entry.cls.trains)
-    ):
-        return 0.0
-    m = cfg.model
-    params = 12 * m.depth * m.width**2  # the transformer blocks dominate
-    # small models share a GPU: a quarter below 10M parameters, half below 100M
-    return 0.25 if params < 10e6 else 0.5 if params < 100e6 else 1.0
-
-
 def trial_shape(cfg: Any, cluster_gpus: float) -> dict[str, float]:
     """What one trial holds of the cluster while it runs, as Ray resources."""
     r = cfg.resources
@@ -660,16 +782,63 @@ def runnable(rows: list[TrialRow]) -> tuple[list[TrialRow], int]:
 
 
 def launch(
-    name_or_path: str, overrides: list[str], sweep_dir: Path | None = None, **driver_kw: Any
+    name_or_path: str,
+    overrides: list[str],
+    sweep_dir: Path | None = None,
+    *,
+    max_trials: int | None = None,
+    on_expand: Callable[[int, int], None] | None = None,
+    on_recorded: Callable[[], None] | None = None,
+    warn: Callable[[str], None] = print,
+    **driver_kw: Any,
 ) -> Outcome:
-    sweep_dir, trials, ledger = prepare(name_or_path, overrides, sweep_dir)
-    with _holding(ledger):
-        ledger.requeue_running()
-        ids = {t.id for t in trials}
-        rows, exhausted = runnable([r for r in ledger.trials(("pending", "failed")) if r.id in ids])
-        out = Driver(ledger, **driver_kw).run(rows)
-        out.new, out.exhausted = ledger.new_trials, exhausted  # type: ignore[attr-defined]
-        return out
+    started_ray = False
+    address = driver_kw.get("address")
+    if address or os.environ.get("RAY_ADDRESS"):  # a cluster: its nodes say what is feasible
+        started_ray = cluster.connect(address)
+    try:
+        check = trial_checker(driver_kw.get("num_cpus"), address, warn)
+        prep = prepare(
+            name_or_path,
+            overrides,
+            sweep_dir,
+            max_trials=max_trials,
+            on_expand=on_expand,
+            check=check,
+        )
+        ledger = prep.ledger
+        if on_recorded is not None:
+            on_recorded()
+        with _holding(ledger):
+            ledger.requeue_running()
+            rows, exhausted = runnable(
+                [r for r in ledger.trials(("pending", "failed")) if r.id in prep.ids]
+            )
+            out = Driver(ledger, **driver_kw).run(rows)
+            out.new, out.exhausted = prep.new, exhausted
+            return out
+    finally:
+        if started_ray:
+            cluster.shutdown()
+
+
+def trial_checker(
+    num_cpus: float | None, address: str | None, warn: Callable[[str], None] = print
+) -> Callable[[Trial], Footprint]:
+    """Each trial's request against the Ray it will run on (see cotsweep.sweep.feasible)."""
+    import ray
+
+    if ray.is_initialized():
+        where = f"the cluster at {address}" if address else "the running Ray"
+        cap = feasible.ray_capacity(where, cluster=bool(address or os.environ.get("RAY_ADDRESS")))
+    else:
+        cap = feasible.local_capacity(num_cpus)
+    check = feasible.checker(cap, warn)
+
+    def check_trial(t: Trial) -> Footprint:
+        return check(ConfigView(t.config), t.task, " ".join(t.overrides))
+
+    return check_trial
 
 
 def resume(

@@ -263,7 +263,7 @@ def _gpus(launcher: CotsweepLauncher, job: Job, cluster_gpus: float) -> float:
     if launcher.num_gpus is not None:
         return float(launcher.num_gpus)
     if job.trial:
-        from cotsweep.sweep.engine import gpus_for
+        from cotsweep.sweep.feasible import gpus_for
 
         keys = ("resources", "task", "run", "model")
         return gpus_for(OmegaConf.create({k: job.task[k] for k in keys}), cluster_gpus)
