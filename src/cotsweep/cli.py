@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -114,15 +115,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
 
     stop = StopSignal()
-    import signal
-
-    def on_sigint(*_: object) -> None:
-        if stop():  # a second Ctrl-C: at once, mid-step (the last checkpoint stays)
-            raise KeyboardInterrupt
-        stop.set()  # checkpoint at the next step, then stop
-        console.print("\nstopping at the next step (Ctrl-C again to stop at once)")
-
-    signal.signal(signal.SIGINT, on_sigint)
+    _watch_ctrl_c(stop)
     tracker = open_tracker(cfg, out, tid)
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -157,6 +150,41 @@ def cmd_train(args: argparse.Namespace) -> int:
     console.print(f"done: {json.dumps(figures)}")
     print(out)
     return 0
+
+
+def _watch_ctrl_c(stop) -> None:
+    """Ctrl-C in ``cotsweep train``: the first asks the trial to checkpoint and stop at its
+    next step; the second ends the process at once, even inside a long step (the last
+    checkpoint stays, every file is written atomically).
+
+    Python runs a signal handler only between bytecodes of the main thread, and a backward
+    pass is one call into torch: two Ctrl-C pressed during a minute-long step used to arrive
+    as one, after it. The C-level handler writes each signal to the wakeup fd at once, from
+    any thread, and a thread reading that fd sees every Ctrl-C while torch computes.
+    """
+    import signal
+    import socket
+    import threading
+
+    seen, told = socket.socketpair()
+    told.setblocking(False)  # the C-level handler must never block
+    signal.signal(signal.SIGINT, lambda *_: None)  # the thread below decides
+    signal.set_wakeup_fd(told.fileno(), warn_on_full_buffer=False)
+
+    def watch(_keep_open: socket.socket) -> None:  # the write end lives as long as the thread
+        presses = 0
+        while True:
+            presses += sum(1 for b in seen.recv(64) if b == signal.SIGINT)
+            if presses == 1 and not stop():
+                stop.set()
+                console.print("\nstopping at the next step (Ctrl-C again to stop at once)")
+            elif presses >= 2:
+                console.print("\ninterrupted mid-step; run the same command again to continue")
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(EXIT_INTERRUPTED)
+
+    threading.Thread(target=watch, args=(told,), name="ctrl-c", daemon=True).start()
 
 
 def _train_feasible(cfg, task, out: Path, overrides: list[str]) -> None:
