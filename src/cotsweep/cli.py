@@ -513,7 +513,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
     from cotsweep.stop import stop
 
     try:
-        out = stop(Path(args.dir), wait_s=0.0 if args.no_wait else args.timeout)
+        out = stop(_sweep_dir(args.dir), wait_s=0.0 if args.no_wait else args.timeout)
     except FileNotFoundError as e:
         raise BadInput(str(e)) from e
     console.print(escape(out.message))
@@ -523,9 +523,16 @@ def cmd_stop(args: argparse.Namespace) -> int:
 def cmd_rebuild(args: argparse.Namespace) -> int:
     from cotsweep.rebuild import rebuild
 
-    if not Path(args.dir).is_dir():
+    d = Path(args.dir)
+    if not d.is_dir():
         raise BadInput(f"no sweep directory at {args.dir}")
-    out = rebuild(Path(args.dir))
+    if not (d / "trials").is_dir() and not any(d.glob("ledger*.sqlite")):
+        # a ledger written into a directory that never held a sweep would make it look like one
+        raise BadInput(
+            f"{args.dir} holds no sweep (no trials/, no ledger); give the directory that "
+            "cotsweep launch or train -m wrote"
+        )
+    out = rebuild(d)
     console.print(escape(out.summary()))
     return 0
 
@@ -590,6 +597,14 @@ def cmd_export(args: argparse.Namespace) -> int:
             import pyarrow  # noqa: F401
         except ImportError as e:
             raise BadInput("--format parquet needs pyarrow: pip install pyarrow") from e
+    if args.out is not None:
+        from cotsweep import files
+
+        out = Path(args.out)
+        problem = f"{out} is a directory" if out.is_dir() else files.unwritable_dir(out.parent)
+        if problem:
+            first = problem.split(";")[0]
+            raise BadInput(f"--out {args.out}: {first}; give a file in a directory you can write")
     try:
         path = export(
             Path(args.dir), args.format, args.out, selection, "curves" if args.curves else "trials"
