@@ -104,7 +104,7 @@ def test_the_driver_keeps_no_parsed_config_of_a_finished_trial(
     tmp_path: Path, ray_local: None
 ) -> None:
     sw = sweep_file(tmp_path, "views", {"seed": "0,1,2,3,4"}, steps=0)
-    sweep_dir, _, ledger = prepare(str(sw), [], tmp_path / "sweep")
+    ledger = prepare(str(sw), [], tmp_path / "sweep").ledger
     try:
         rows = ledger.trials(("pending",))
         out = Driver(ledger, progress=False).run(rows)
@@ -119,7 +119,7 @@ def test_the_longest_trials_are_handed_to_ray_first(tmp_path: Path, ray_local: N
     """Largest first: a long trial started last would run alone at the end while slots idle."""
     sw = sweep_file(tmp_path, "lpt", {"model.depth": "1,3,2", "seed": "0,1"}, steps=2)
     submitted: list[int] = []
-    sweep_dir, _, ledger = prepare(str(sw), [], tmp_path / "sweep")
+    ledger = prepare(str(sw), [], tmp_path / "sweep").ledger
     try:
         rows = ledger.trials(("pending",))
         assert sorted(r.axes["model.depth"] for r in rows) == [1, 1, 2, 2, 3, 3]
