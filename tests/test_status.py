@@ -50,6 +50,23 @@ def test_eta_from_measured_throughput_not_from_trials_marked_running(tmp_path: P
     assert st["concurrency"] == pytest.approx(2.0)  # 60 s of training in 30 s
 
 
+def test_running_splits_into_training_and_queued_in_ray_by_this_attempts_heartbeat(
+    tmp_path: Path,
+):
+    sweep_with_history(tmp_path, driver_started=0.0)
+    ledger = Ledger(tmp_path)
+    # g h beat since their submission at 20; i was submitted at 30 and its heartbeat (12) is
+    # an earlier attempt's; j has none: both wait in Ray's queue for a slot
+    ledger.update(
+        [("g", {"heartbeat": 34.0}), ("h", {"heartbeat": 33.5}), ("i", {"heartbeat": 12.0})]
+    )
+    ledger.close()
+    st = status(tmp_path, now=35.0)
+    assert st["counts"]["running"] == 4 and st["training_now"] == 2
+    # a dead driver trains nothing: its trials are pending in truth
+    assert status(tmp_path, now=86400.0)["training_now"] == 0
+
+
 def test_eta_counts_only_busy_time_and_the_live_drivers_session(tmp_path: Path):
     sweep_with_history(tmp_path, driver_started=None)
     # a second, earlier session, a day before, twice as slow: its idle gap does not count

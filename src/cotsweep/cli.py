@@ -475,6 +475,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"[bold]{escape(str(st['sweep']))}[/] at {st['dir']}{escape(what)}: {st['total']} trials"
     )
     out.print("  " + "  ".join(f"{k} {v}" for k, v in c.items()))
+    queued = c["running"] - st["training_now"]
+    if c["running"] and queued > 0:  # the driver keeps a few trials per slot in Ray's hands
+        out.print(f"  of the running: {st['training_now']} training, {queued} queued in Ray")
     if st["eta_s"] is not None:
         pace = f"{st['throughput_per_min']:.1f} trials/min"
         if st["concurrency"]:

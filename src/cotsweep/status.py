@@ -50,7 +50,7 @@ def summarise(
     try:
         rows = ledger.select(("id", "state", "axes", "started", "ended", "wall_s"))
         failed = ledger.trials(("failed",))
-        running = ledger.select(("id", "heartbeat", "step", "host"), states=("running",))
+        running = ledger.select(("id", "heartbeat", "step", "host", "started"), states=("running",))
         driver = ledger.driver()
         if driver is not None:  # the Ray job it runs in, for `ray job stop` / `ray job logs`
             driver["ray_job"] = ledger.get_meta("driver_job") or None
@@ -106,9 +106,20 @@ def summarise(
     elif live:
         stalled = [
             {"id": tid, "heartbeat_age_s": now - beat, "step": step, "host": host}
-            for tid, beat, step, host in running
+            for tid, beat, step, host, _ in running
             if tid in taken and beat is not None and now - beat > stall_after
         ]
+    # a trial marked running is in Ray's hands: it trains once its attempt has beaten (a
+    # heartbeat newer than its submission), else it waits in Ray's queue for a free slot
+    training_now = (
+        sum(
+            1
+            for tid, beat, _, _, started in running
+            if tid in taken and beat is not None and started is not None and beat >= started
+        )
+        if live
+        else 0
+    )
     figures = {
         "sweep": name,
         "dir": str(ledger.dir),
@@ -123,6 +134,7 @@ def summarise(
         "driver": driver,
         "driver_alive": live,
         "left_running": left_running,
+        "training_now": training_now,
         "stalled": stalled,
         "advice": advice,
     }
