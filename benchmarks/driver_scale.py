@@ -80,7 +80,9 @@ def child(trials: int, cluster: bool, sweep_dir: Path, work: str) -> dict:
 
         address = ray.get_runtime_context().gcs_address
     c0, w0 = time.process_time(), time.perf_counter()
-    _, _, ledger = prepare(str(SWEEP), [f"seed=range(0,{trials})"], sweep_dir)
+    prepared = prepare(str(SWEEP), [f"seed=range(0,{trials})"], sweep_dir)
+    # a Prepared since the lazy grid; a (dir, ids, ledger) tuple in older trees (--baseline)
+    ledger = prepared.ledger if hasattr(prepared, "ledger") else prepared[2]
     c1, w1 = time.process_time(), time.perf_counter()
     rss_prepared = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     try:
