@@ -124,6 +124,12 @@ def train_with_hydra(args: list[str]) -> int:
     if multirun:
         if not any(o.startswith("hydra/launcher=") for o in overrides):
             rest.append("hydra/launcher=cotsweep")
+            if not any(o.startswith("hydra/sweeper=") for o in overrides) and not has(
+                "-sc", "--shell-completion", "--help", "-h", "--hydra-help"
+            ):
+                # the grid was composed and checked just above: Hydra's basic sweeper need
+                # not compose every job once more before the launcher composes it again
+                rest.append("hydra/sweeper=cotsweep_grid")
         name = multirun_name(ours)
         if not any(o.startswith("hydra.job.name=") for o in overrides):
             rest.append(f"hydra.job.name={name}")
