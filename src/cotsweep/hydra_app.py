@@ -122,13 +122,15 @@ def train_with_hydra(args: list[str]) -> int:
         _check_overrides(ours, multirun, overrides)
     rest = list(args)
     if multirun:
-        if not any(o.startswith("hydra/launcher=") for o in overrides):
+        launchers = [o for o in overrides if o.startswith("hydra/launcher=")]
+        if not launchers:
             rest.append("hydra/launcher=cotsweep")
-            if not any(o.startswith("hydra/sweeper=") for o in overrides) and not has(
-                "-sc", "--shell-completion", "--help", "-h", "--hydra-help"
-            ):
-                # the grid was composed and checked just above: Hydra's basic sweeper need
-                # not compose every job once more before the launcher composes it again
+        if launchers in ([], ["hydra/launcher=cotsweep"]) and not any(
+            o.startswith("hydra/sweeper=") for o in overrides
+        ):
+            if not has("-sc", "--shell-completion", "--help", "-h", "--hydra-help"):
+                # the grid was composed and checked just above, and the cotsweep launcher
+                # composes each job: Hydra's basic sweeper need not compose them once more
                 rest.append("hydra/sweeper=cotsweep_grid")
         name = multirun_name(ours)
         if not any(o.startswith("hydra.job.name=") for o in overrides):
