@@ -254,7 +254,10 @@ def wait_for(
 
 
 def active_nodes(status_output: str) -> int:
-    """The number of nodes `ray status` lists under Active."""
+    """The number of nodes `ray status` lists under Active (0 while it answers "No cluster
+    status", as it does in the first seconds after the head starts)."""
+    if "Active:" not in status_output:
+        return 0
     active = status_output.split("Active:", 1)[1].split("Pending:", 1)[0]
     return len(re.findall(r"^\s*\d+ node_", active, re.M))
 
