@@ -98,11 +98,16 @@ def test_train_sweep_and_multirun_give_the_same_metrics_for_one_id(tmp_path, ray
     assert launch(str(sweep_file), [], swept, progress=False).ok
     assert set(ledger_rows(swept)) == {tid}
 
-    # 3. Hydra's multirun through the cotsweep launcher
+    # 3. Hydra's multirun through the cotsweep launcher, as `cotsweep train -m` runs it: the
+    # grid checked first, then Hydra's basic sweeper without its own composition of every job
     multirun = tmp_path / "multirun"
     assert (
-        hydra_app.cli(["-m", *TRIAL, "hydra/launcher=cotsweep", f"hydra.sweep.dir={multirun}"]) == 0
+        hydra_app.train_with_hydra(
+            ["-m", *TRIAL, "hydra/launcher=cotsweep", f"hydra.sweep.dir={multirun}"]
+        )
+        == 0
     )
+    assert "checked_sweeper.CheckedGridSweeper" in (multirun / "multirun.yaml").read_text()
 
     dirs = {"train": alone, "sweep": swept / "trials" / tid, "multirun": multirun / "trials" / tid}
     results = {how: files.read_json(d / files.RESULT) for how, d in dirs.items()}
