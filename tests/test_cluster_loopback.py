@@ -141,6 +141,24 @@ def test_status_names_the_ray_job_that_drives_the_sweep(
         ledger.close()
 
 
+def test_another_process_joins_an_embedded_ray_by_its_loopback_address(ray_local: None) -> None:
+    """`hydra.launcher.address=127.0.0.1:PORT` (a second driver on this machine's embedded
+    Ray): the joining driver's node is the loopback address too. Before, Ray resolved it to
+    the network address, found no raylet there and waited forever."""
+    import ray
+
+    address = ray.get_runtime_context().gcs_address
+    assert address.startswith("127.")
+    code = (
+        "import ray; from cotsweep.sweep import cluster; "
+        f"cluster.connect({address!r}); print(ray.get(ray.remote(lambda: 6 * 7).remote()))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=90, check=False
+    )
+    assert done.returncode == 0 and done.stdout.split()[-1] == "42", done.stderr[-2000:]
+
+
 def test_trial_stopped_while_queued_returns_without_an_attempt(tmp_path: Path) -> None:
     """On a cluster every trial waits in Ray's queue: a stop must not start each of them."""
     from conftest import tiny_cfg

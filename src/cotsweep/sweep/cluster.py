@@ -71,6 +71,20 @@ def connect(
         env_vars.pop(k, None)
     worker_env = {"env_vars": env_vars}
     if address:
+        host = address.removeprefix("ray://").rsplit(":", 1)[0]
+        if host.startswith("127.") or host == "localhost":
+            # a Ray on this machine's loopback (an embedded one, the loopback test cluster):
+            # this driver's node is that loopback address too, else Ray resolves it to the
+            # network address, finds no raylet there and waits for one forever
+            with loopback_node():
+                ray.init(
+                    address=address,
+                    _node_ip_address="127.0.0.1" if host == "localhost" else host,
+                    runtime_env=worker_env,
+                    log_to_driver=False,
+                    logging_level="WARNING",
+                )
+            return True
         ray.init(
             address=address, runtime_env=worker_env, log_to_driver=False, logging_level="WARNING"
         )
