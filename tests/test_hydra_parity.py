@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -84,7 +85,9 @@ def test_hydra_flags_work_with_and_without_multirun(tmp_path):
 @pytest.mark.skipif(shutil.which("bash") is None, reason="no bash")
 def test_bash_completion_installs_and_completes_overrides(tmp_path):
     """The script Hydra prints, sourced by a real bash, completes `cotsweep train task=`."""
-    bin_dir = Path(shutil.which("cotsweep") or "").parent
+    # the cotsweep installed beside this interpreter, whatever else PATH holds (pytest may
+    # run from a venv that is not activated)
+    bin_dir = Path(sys.executable).parent
     script = (
         'eval "$(cotsweep train -sc install=bash)"\n'
         'COMP_LINE="cotsweep train task="; COMP_POINT=${#COMP_LINE}; COMP_CWORD=2\n'
