@@ -118,20 +118,22 @@ def train_with_hydra(args: list[str]) -> int:
     parsed, _ = get_args_parser().parse_known_args(args)
     overrides = list(parsed.overrides or [])
     ours = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
-    if not has("-sc", "--shell-completion", "--help", "-h", "--hydra-help"):
+    helping = has("-sc", "--shell-completion", "--help", "-h", "--hydra-help")
+    if not helping:
         _check_overrides(ours, multirun, overrides)
     rest = list(args)
     if multirun:
         launchers = [o for o in overrides if o.startswith("hydra/launcher=")]
         if not launchers:
             rest.append("hydra/launcher=cotsweep")
-        if launchers in ([], ["hydra/launcher=cotsweep"]) and not any(
-            o.startswith("hydra/sweeper=") for o in overrides
+        if (
+            not helping
+            and launchers in ([], ["hydra/launcher=cotsweep"])
+            and not any(o.startswith("hydra/sweeper=") for o in overrides)
         ):
-            if not has("-sc", "--shell-completion", "--help", "-h", "--hydra-help"):
-                # the grid was composed and checked just above, and the cotsweep launcher
-                # composes each job: Hydra's basic sweeper need not compose them once more
-                rest.append("hydra/sweeper=cotsweep_grid")
+            # the grid was composed and checked just above, and the cotsweep launcher
+            # composes each job: Hydra's basic sweeper need not compose them once more
+            rest.append("hydra/sweeper=cotsweep_grid")
         name = multirun_name(ours)
         if not any(o.startswith("hydra.job.name=") for o in overrides):
             rest.append(f"hydra.job.name={name}")

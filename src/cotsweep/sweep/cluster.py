@@ -27,7 +27,7 @@ import signal
 import socket
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -72,22 +72,19 @@ def connect(
     worker_env = {"env_vars": env_vars}
     if address:
         host = address.removeprefix("ray://").rsplit(":", 1)[0]
-        if host.startswith("127.") or host == "localhost":
-            # a Ray on this machine's loopback (an embedded one, the loopback test cluster):
-            # this driver's node is that loopback address too, else Ray resolves it to the
-            # network address, finds no raylet there and waits for one forever
-            with loopback_node():
-                ray.init(
-                    address=address,
-                    _node_ip_address="127.0.0.1" if host == "localhost" else host,
-                    runtime_env=worker_env,
-                    log_to_driver=False,
-                    logging_level="WARNING",
-                )
-            return True
-        ray.init(
-            address=address, runtime_env=worker_env, log_to_driver=False, logging_level="WARNING"
-        )
+        # a Ray on this machine's loopback (an embedded one, the loopback test cluster): this
+        # driver's node is that loopback address too, else Ray resolves it to the network
+        # address, finds no raylet there and waits for one forever
+        on_loopback = host.startswith("127.") or host == "localhost"
+        node_ip = {"_node_ip_address": LOOPBACK if host == "localhost" else host}
+        with loopback_node() if on_loopback else nullcontext():
+            ray.init(
+                address=address,
+                runtime_env=worker_env,
+                log_to_driver=False,
+                logging_level="WARNING",
+                **(node_ip if on_loopback else {}),
+            )
         return True
     # Embedded workers inherit the driver's environment; a runtime_env here would only
     # stop Ray from using its prestarted workers (first tasks 1.6 s instead of 0.3 s).
